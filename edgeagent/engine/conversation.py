@@ -1,0 +1,182 @@
+"""One long-lived conversation over one KV cache.
+
+Each turn prefills only its own tokens. The canonical history — token ids,
+and for soft tokens the embeddings an encoder produced — is kept beside the
+cache, so the cache can be rebuilt: under another tier (different hidden
+states), after a restart, or when the context is full (old turns dropped,
+system prompt kept).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeagent.engine import chat
+from edgeagent.engine.generate import DEFAULT_CHUNK, TokenCallback, decode, prefill
+from edgeagent.engine.model import RunState, TextModel
+from edgeagent.engine.sampling import GREEDY, Sampler, SamplingParams
+from edgeagent.engine.tiers import TierPlan
+from edgeagent.errors import EngineError, TokenizerError
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of history: token ids ``[T]`` and, for soft tokens, their embeddings ``[T, H]``."""
+
+    ids: np.ndarray
+    embeds: np.ndarray | None = None
+    turn: int = 0  # 0: the preamble (BOS, system prompt); 1, 2, …: conversation turns
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class Conversation:
+    """A chat with the model that keeps its KV cache between turns."""
+
+    def __init__(
+        self,
+        model: TextModel,
+        tier: str | TierPlan | None = None,
+        max_context: int | None = None,
+        chunk: int = DEFAULT_CHUNK,
+    ) -> None:
+        self.model = model
+        self.chunk = chunk
+        self.max_context = max_context or model.max_context
+        self.state: RunState = model.new_state(tier, self.max_context)
+        self.history: list[Segment] = []
+        self._unfed: list[Segment] = []  # history not yet in the cache
+        self._logits: np.ndarray | None = None  # after the cache's last token, if not yet answered
+        self._turn = 0
+        bos = model.config.bos_token_id
+        if bos is not None:
+            self._append(Segment(np.array([bos], dtype=np.int64)))
+
+    # -- history -------------------------------------------------------------
+
+    @property
+    def length(self) -> int:
+        """Tokens in the history, fed or not."""
+        return sum(len(s) for s in self.history)
+
+    def ids(self) -> np.ndarray:
+        """The whole history as token ids ``[T]``."""
+        return np.concatenate([s.ids for s in self.history]) if self.history else np.zeros(0, np.int64)
+
+    def _append(self, segment: Segment) -> None:
+        self.history.append(segment)
+        self._unfed.append(segment)
+
+    def _encode(self, text: str) -> np.ndarray:
+        tokenizer = self.model.tokenizer
+        if tokenizer is None:
+            raise TokenizerError(f"{self.model.checkpoint.path} has no tokenizer.json; pass token ids")
+        return np.asarray(tokenizer.encode(text), dtype=np.int64)
+
+    def add_text(self, text: str) -> None:
+        """Append raw text (chat markers allowed) to the history without feeding it yet."""
+        self.add_ids(self._encode(text))
+
+    def add_ids(self, ids: Sequence[int] | np.ndarray, embeds: np.ndarray | None = None) -> None:
+        """Append tokens (and soft-token embeddings ``[T, H]``) to the history of the current turn."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if embeds is not None and embeds.shape != (len(ids), self.model.config.hidden_size):
+            raise EngineError(
+                f"embeds must be [{len(ids)}, {self.model.config.hidden_size}], got {embeds.shape}"
+            )
+        if len(ids):
+            self._append(Segment(ids, embeds, self._turn))
+
+    def begin_turn(self) -> None:
+        """Start a new turn: what is added next can be dropped as one unit when the context fills."""
+        self._turn += 1
+
+    def user_turn(self, text: str) -> None:
+        """Open a user turn with ``text``, close it, and open the model's turn."""
+        self.begin_turn()
+        self.add_text(chat.turn("user", text) + chat.generation_prompt())
+
+    # -- feeding and answering ----------------------------------------------
+
+    def feed(self) -> tuple[np.ndarray | None, int]:
+        """Prefill whatever history the cache has not seen; return (last logits, tokens fed)."""
+        needed = self.state.position + sum(len(s) for s in self._unfed)
+        if needed > self.max_context:
+            self._make_room(needed)
+        fed = 0
+        for segment in self._unfed:
+            self._logits = prefill(self.model, self.state, segment.ids, segment.embeds, self.chunk)
+            fed += len(segment)
+        self._unfed.clear()
+        return self._logits, fed
+
+    def reply(
+        self,
+        params: SamplingParams = GREEDY,
+        max_new_tokens: int = 256,
+        on_token: TokenCallback | None = None,
+    ) -> tuple[list[int], str]:
+        """Answer the open model turn; the answer and its closing marker join the history.
+
+        Returns the new token ids (a final stop token included) and the stop reason.
+        """
+        logits, _ = self.feed()
+        if logits is None:
+            raise EngineError("nothing to answer: add a user turn first")
+        room = self.max_context - self.state.position - 2
+        ids, reason = decode(
+            self.model, self.state, logits, Sampler(params), min(max_new_tokens, room), on_token
+        )
+        self._logits = None
+        answer = ids[:-1] if reason == "eos" else ids  # the stop token is replaced by the closing
+        # the cache holds every sampled token but the last one
+        fed = answer[:-1] if reason == "length" else answer
+        self.history.append(Segment(np.asarray(fed, dtype=np.int64), None, self._turn))
+        closing = answer[len(fed) :] + self._closing_ids()
+        self._append(Segment(np.asarray(closing, dtype=np.int64), None, self._turn))
+        return ids, reason
+
+    def _closing_ids(self) -> list[int]:
+        if self.model.tokenizer is None:
+            end = self.model.config.eos_token_ids[-1]
+            return [end]
+        return self._encode(chat.END + "\n").tolist()
+
+    # -- rebuilding ------------------------------------------------------------
+
+    def rebuild(self, tier: str | TierPlan | None = None) -> int:
+        """Re-prefill the whole history into a fresh cache (optionally under another tier).
+
+        Returns how many tokens were prefilled.
+        """
+        plan = self.model.tier(tier) if tier is not None else self.state.tier
+        self.state = self.model.new_state(plan, self.max_context)
+        self._unfed = list(self.history)
+        self._logits = None
+        _, fed = self.feed()
+        return fed
+
+    def _make_room(self, needed: int) -> None:
+        """Drop the oldest turns (the preamble stays) until the history fits, then rebuild from it."""
+        turns = sorted({s.turn for s in self.history if s.turn > 0})
+        total = self.length
+        dropped = []
+        while total > self.max_context - self.max_context // 4 and len(turns) > 1:
+            oldest = turns.pop(0)
+            total -= sum(len(s) for s in self.history if s.turn == oldest)
+            dropped.append(oldest)
+        if total > self.max_context:
+            raise EngineError(
+                f"the current turn needs {total} tokens, more than max_context {self.max_context}"
+            )
+        _LOGGER.info("context full (%d tokens): dropped turns %s, rebuilding", needed, dropped)
+        self.history = [s for s in self.history if s.turn not in dropped]
+        self.state = self.model.new_state(self.state.tier, self.max_context)
+        self._unfed = list(self.history)

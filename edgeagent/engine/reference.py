@@ -1,0 +1,122 @@
+"""Reference kernels: numpy float32, readable and exact.
+
+These are the operations the model code calls. Weights arrive in their stored
+dtype (float32, float16 or bfloat16, usually a memory-mapped view of the
+checkpoint) and are widened to float32 at the point of use, never kept.
+Everything is computed in float32, like transformers' gemma3n in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+
+F32 = np.float32
+
+
+def as_f32(w: np.ndarray) -> np.ndarray:
+    """Return ``w`` as float32: the array itself when it already is, else a widened copy."""
+    return w if w.dtype == F32 else w.astype(F32)
+
+
+def linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``x @ weight.T`` for a weight stored as ``[out_features, in_features]``.
+
+    ``x`` is ``[..., in_features]``; the result ``[..., out_features]`` is float32.
+    """
+    return np.matmul(x, as_f32(weight).T)
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
+    """Gemma 3n's RMSNorm over the last axis: ``x / sqrt(mean(x²) + eps) * weight``.
+
+    Unlike Gemma 3, the weight multiplies directly (no ``1 + weight``); a norm
+    without a weight (``v_norm``) passes ``None``.
+    """
+    mean_sq = np.mean(np.square(x), axis=-1, keepdims=True) + F32(eps)
+    out = x * np.power(mean_sq, F32(-0.5))
+    return out if weight is None else out * weight
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (``gelu_pytorch_tanh``)."""
+    c = F32(math.sqrt(2.0 / math.pi))
+    return F32(0.5) * x * (F32(1.0) + np.tanh(c * (x + F32(0.044715) * x * x * x)))
+
+
+def gaussian_topk(gate: np.ndarray, sparsity: float) -> np.ndarray:
+    """Activation sparsity: keep what exceeds ``mean + std·Φ⁻¹(sparsity)`` over the last axis.
+
+    ``std`` is the population standard deviation; the result is
+    ``relu(gate − cutoff)``, as in transformers' ``_gaussian_topk``.
+    """
+    multiplier = F32(NormalDist().inv_cdf(sparsity))
+    mean = np.mean(gate, axis=-1, keepdims=True)
+    std = np.std(gate, axis=-1, keepdims=True)
+    return np.maximum(gate - (mean + std * multiplier), F32(0.0))
+
+
+def softcap(x: np.ndarray, cap: float | None) -> np.ndarray:
+    """``cap · tanh(x / cap)``, or ``x`` when there is no cap."""
+    if cap is None:
+        return x
+    return np.tanh(x / F32(cap)) * F32(cap)
+
+
+def rope_inv_freq(head_dim: int, theta: float) -> np.ndarray:
+    """Inverse rotary frequencies ``1 / theta^(2i/head_dim)`` as float32, ``[head_dim/2]``."""
+    exponent = np.arange(0, head_dim, 2, dtype=F32) / F32(head_dim)
+    return (F32(1.0) / np.power(F32(theta), exponent)).astype(F32)
+
+
+def apply_rope(x: np.ndarray, positions: np.ndarray, inv_freq: np.ndarray) -> np.ndarray:
+    """Rotate ``x`` ``[T, heads, head_dim]`` by the angles of ``positions`` ``[T]``.
+
+    Half-split layout (``rotate_half``): dimension ``i`` pairs with ``i + head_dim/2``.
+    """
+    freqs = positions.astype(F32)[:, None] * inv_freq[None, :]  # [T, hd/2]
+    emb = np.concatenate([freqs, freqs], axis=-1)  # [T, hd]
+    cos = np.cos(emb)[:, None, :]  # [T, 1, hd]
+    sin = np.sin(emb)[:, None, :]
+    half = x.shape[-1] // 2
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax in float32; rows that are all ``-inf`` stay finite-safe."""
+    peak = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - peak)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    q_pos: np.ndarray,
+    k_pos: np.ndarray,
+    window: int | None,
+) -> np.ndarray:
+    """Causal grouped-query attention with scale 1.0 (q and k are RMS-normed per head).
+
+    ``q`` ``[T, n_heads, hd]``; ``k``, ``v`` ``[S, n_kv, hd]`` with absolute
+    positions ``k_pos`` ``[S]`` (−1 marks an empty slot). A key is visible to a
+    query when ``0 ≤ k_pos ≤ q_pos`` and, for sliding layers,
+    ``q_pos − k_pos < window``. Returns ``[T, n_heads, hd]``.
+    """
+    n_heads, n_kv = q.shape[1], k.shape[1]
+    group = n_heads // n_kv
+    qh = q.reshape(q.shape[0], n_kv, group, q.shape[2]).transpose(1, 2, 0, 3)  # [kv, g, T, hd]
+    kh = k.transpose(1, 0, 2)  # [kv, S, hd]
+    vh = v.transpose(1, 0, 2)  # [kv, S, hd]
+    scores = np.matmul(qh, kh[:, None].transpose(0, 1, 3, 2))  # [kv, g, T, S]
+    visible = (k_pos[None, :] >= 0) & (k_pos[None, :] <= q_pos[:, None])  # [T, S]
+    if window is not None:
+        visible &= (q_pos[:, None] - k_pos[None, :]) < window
+    scores = np.where(visible, scores, F32(-np.inf))
+    probs = softmax(scores, axis=-1)
+    out = np.matmul(probs, vh[:, None])  # [kv, g, T, hd]
+    return out.transpose(2, 0, 1, 3).reshape(q.shape)  # [T, n_heads, hd]

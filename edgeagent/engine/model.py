@@ -7,12 +7,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -56,13 +53,13 @@ class TextModel:
         self.config: TextConfig = checkpoint.config
         self.weights = TextWeights.from_checkpoint(checkpoint)
         self.max_context = max_context
-        self.tiers: dict[str, TierPlan] = named_tiers(self.config, _declared_tiers(checkpoint.path))
+        self.tiers: dict[str, TierPlan] = named_tiers(self.config, checkpoint.declared_tiers)
         hd = self.config.head_dim
         self._inv_freq = {
             True: rope_inv_freq(hd, self.config.rope_theta_local),
             False: rope_inv_freq(hd, self.config.rope_theta_global),
         }
-        if getattr(self.config, "random_weights", False):
+        if self.config.random_weights:
             _LOGGER.warning("%s holds random weights: its output is noise", checkpoint.path)
 
     @property
@@ -207,13 +204,3 @@ def _rms_matched(x: np.ndarray, target: np.ndarray) -> np.ndarray:
     target_rms = np.sqrt(np.mean(np.square(target), axis=-1, keepdims=True))
     rms = np.sqrt(np.maximum(np.mean(np.square(x), axis=-1, keepdims=True), F32(1e-5)))
     return x * target_rms / rms
-
-
-def _declared_tiers(path: Path) -> Mapping[str, Mapping[str, object]]:
-    """Tiers a checkpoint declares in ``config.json`` under ``edgeagent_tiers``."""
-    try:
-        raw = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    declared = raw.get("edgeagent_tiers", {}) if isinstance(raw, dict) else {}
-    return declared if isinstance(declared, dict) else {}

@@ -1,0 +1,356 @@
+"""Settings: one frozen pydantic model per subsystem.
+
+Every field states its unit and range. Unknown keys are errors. The values are
+layered by :func:`edgeagent.config.load_settings` (defaults < hardware profile
+< config file < environment < CLI flags) and validated once, at start-up;
+afterwards the object is immutable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "EDGEAGENT_"
+ENV_NESTED_DELIMITER = "__"
+
+_SECTION = ConfigDict(frozen=True, extra="forbid")
+
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+"""A tier, stage, profile or device name: letters, digits, ``_ . -``; at most 64 characters."""
+
+TopicSegment = Annotated[str, StringConstraints(pattern=r"^[^/+#\x00]+$", max_length=64)]
+
+
+class ModelSettings(BaseModel):
+    """The Gemma 3n checkpoint and how the engine runs it."""
+
+    model_config = _SECTION
+
+    path: Path | None = Field(
+        None,
+        description="Checkpoint directory in Hugging Face layout (config.json, *.safetensors, "
+        "tokenizer.json). Unset: no model is loaded.",
+    )
+    kernels: Literal["reference", "quantized"] = Field(
+        "reference",
+        description='Kernel implementation: "reference" (numpy float32, exact, slow) or '
+        '"quantized" (ONNX Runtime 4/8-bit weights, int8 activations).',
+    )
+    tier: Name = Field(
+        "auto",
+        description='MatFormer tier to run: "auto" (the governor chooses among allowed_tiers) '
+        'or a tier name such as "full" or "e2b".',
+    )
+    allowed_tiers: tuple[Name, ...] = Field(
+        (),
+        description="Tiers this device may run, ordered from largest to smallest; usually set "
+        "by the hardware profile. Empty: every tier the checkpoint offers.",
+    )
+    max_context: int = Field(
+        4096, ge=256, le=32768, description="Context window in tokens, 256-32768."
+    )
+    threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Worker threads for the numeric kernels, 0-256. 0: the hardware profile's "
+        "CPU threads, or every online core without a profile.",
+    )
+    memory_budget_mb: int = Field(
+        0,
+        ge=0,
+        le=1_048_576,
+        description="Resident memory edgeagent may use, MiB, 0-1048576; usually set by the "
+        "hardware profile. 0: no limit.",
+    )
+
+    @model_validator(mode="after")
+    def _tier_is_allowed(self) -> Self:
+        if self.allowed_tiers and self.tier != "auto" and self.tier not in self.allowed_tiers:
+            allowed = ", ".join(self.allowed_tiers)
+            raise ValueError(f"tier {self.tier!r} is not one of allowed_tiers ({allowed})")
+        return self
+
+
+class AudioSettings(BaseModel):
+    """Microphone capture."""
+
+    model_config = _SECTION
+
+    enabled: bool = Field(True, description="Capture audio from the microphone: true or false.")
+    source: Literal["command", "pyaudio", "file"] = Field(
+        "command",
+        description='Where PCM comes from: "command" (a program writing raw S16LE mono to '
+        'stdout, e.g. arecord), "pyaudio" (needs the audio extra) or "file" (a WAV file).',
+    )
+    device: str = Field(
+        "default",
+        min_length=1,
+        description='Capture device: an ALSA PCM name such as "default" or "plughw:1,0"; for '
+        "pyaudio a device-name substring or index.",
+    )
+    command: tuple[str, ...] = Field(
+        ("arecord", "-q", "-t", "raw", "-f", "S16_LE", "-c", "1", "-r", "{rate}", "-D", "{device}"),
+        min_length=1,
+        description='Argument vector of the "command" source; {rate} and {device} are substituted.',
+    )
+    file: Path | None = Field(
+        None, description='WAV file read by the "file" source (16-bit PCM, mono).'
+    )
+    sample_rate_hz: int = Field(
+        16000,
+        ge=8000,
+        le=48000,
+        description="Capture sample rate, Hz, 8000-48000; resampled to the model's 16000.",
+    )
+
+
+class CameraSettings(BaseModel):
+    """Camera capture."""
+
+    model_config = _SECTION
+
+    enabled: bool = Field(True, description="Capture frames from the camera: true or false.")
+    device: str = Field(
+        "/dev/video0",
+        min_length=1,
+        description='Camera: a video4linux device path or an OpenCV index such as "0".',
+    )
+    width: int = Field(640, ge=64, le=4096, description="Capture width, pixels, 64-4096.")
+    height: int = Field(480, ge=64, le=4096, description="Capture height, pixels, 64-4096.")
+    max_fps: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Frames per second offered to the frame gate, above 0 and at most 60.",
+    )
+
+
+class MqttSettings(BaseModel):
+    """The MQTT broker and topics."""
+
+    model_config = _SECTION
+
+    host: str = Field("localhost", min_length=1, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port, 1-65535.")
+    tls: bool = Field(False, description="Connect with TLS: true or false.")
+    ca_file: Path | None = Field(
+        None, description="CA bundle (PEM) for TLS. Unset: the system's trust store."
+    )
+    username: str | None = Field(None, description="User name. Unset: anonymous.")
+    password: SecretStr | None = Field(
+        None, description="Password; prefer EDGEAGENT_MQTT__PASSWORD to a file."
+    )
+    protocol: Literal["5", "3.1.1"] = Field("5", description='MQTT version: "5" or "3.1.1".')
+    device_id: Name | None = Field(
+        None, description="Device id in topics and the client id. Unset: the host name."
+    )
+    base_topic: TopicSegment = Field(
+        "edgeagent", description="First topic level; topics are <base_topic>/<device_id>/..."
+    )
+    keepalive_s: int = Field(60, ge=5, le=3600, description="Keep-alive interval, s, 5-3600.")
+    session_expiry_s: int = Field(
+        86400,
+        ge=0,
+        le=4_294_967_295,
+        description="MQTT 5 session expiry, s, 0-4294967295; the broker keeps QoS 1 messages "
+        "for an offline device this long.",
+    )
+    homeassistant_discovery: bool = Field(
+        True, description="Publish Home Assistant device discovery: true or false."
+    )
+    discovery_prefix: TopicSegment = Field(
+        "homeassistant", description="Home Assistant discovery prefix."
+    )
+
+
+class GovernorSettings(BaseModel):
+    """Power and thermal policy: which tier runs, from battery and temperature."""
+
+    model_config = _SECTION
+
+    enabled: bool = Field(
+        True, description="Let battery and temperature choose the tier: true or false."
+    )
+    poll_s: float = Field(5.0, ge=0.1, le=3600, description="Sensor poll interval, s, 0.1-3600.")
+    battery_capacity_path: Path | None = Field(
+        None,
+        description="sysfs file with the battery charge in percent, e.g. "
+        "/sys/class/power_supply/BAT0/capacity. Unset: mains powered.",
+    )
+    battery_status_path: Path | None = Field(
+        None,
+        description="sysfs file with Charging/Discharging/Full, e.g. "
+        "/sys/class/power_supply/BAT0/status. Unset: mains powered.",
+    )
+    thermal_zone_paths: tuple[Path, ...] = Field(
+        (),
+        description="sysfs files with temperatures in millidegrees Celsius; the hottest counts. "
+        "Empty: no thermal policy.",
+    )
+    battery_low_percent: int = Field(
+        30, ge=0, le=100, description="Below this charge, %, 0-100: step down one tier."
+    )
+    battery_critical_percent: int = Field(
+        15, ge=0, le=100, description="Below this charge, %, 0-100: the smallest tier."
+    )
+    thermal_warm_c: float = Field(
+        70.0, ge=0, le=150, description="Above this temperature, degC, 0-150: step down one tier."
+    )
+    thermal_hot_c: float = Field(
+        80.0, ge=0, le=150, description="Above this temperature, degC, 0-150: the smallest tier."
+    )
+    thermal_critical_c: float = Field(
+        90.0, ge=0, le=150, description="Above this temperature, degC, 0-150: suspend encoders."
+    )
+    hysteresis_c: float = Field(
+        3.0, ge=0, le=30, description="Temperature must fall this far, degC, 0-30, to step up."
+    )
+    hysteresis_percent: int = Field(
+        5, ge=0, le=50, description="Charge must rise this far, %, 0-50, to step up."
+    )
+    min_dwell_s: float = Field(
+        30.0, ge=0, le=3600, description="Shortest time on a tier, s, 0-3600, before stepping up."
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Self:
+        if self.battery_critical_percent > self.battery_low_percent:
+            raise ValueError("battery_critical_percent must not exceed battery_low_percent")
+        if not self.thermal_warm_c <= self.thermal_hot_c <= self.thermal_critical_c:
+            raise ValueError("need thermal_warm_c <= thermal_hot_c <= thermal_critical_c")
+        return self
+
+
+class DaemonSettings(BaseModel):
+    """The supervisor: which stages run, restarts, shutdown."""
+
+    model_config = _SECTION
+
+    stages: tuple[Name, ...] = Field(
+        (),
+        description="Stages the supervisor starts, by registered name (see edgeagent.stages); "
+        "the heartbeat always runs.",
+    )
+    shutdown_timeout_s: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="On SIGTERM, time given to stages to drain, s, 0-600, before they are "
+        "cancelled.",
+    )
+    state_dir: Path = Field(
+        Path("/var/lib/edgeagent"),
+        description="Directory for the outbox and conversation snapshots (systemd "
+        "StateDirectory=).",
+    )
+    heartbeat_s: float = Field(
+        10.0,
+        ge=0.05,
+        le=3600,
+        description="STATUS= interval, s, 0.05-3600. Under a systemd watchdog the heartbeat "
+        "runs at half of WatchdogSec= if that is shorter.",
+    )
+    restart_backoff_initial_s: float = Field(
+        0.5,
+        gt=0,
+        le=3600,
+        description="Delay before a failed stage's first restart, s, above 0 and at most 3600; "
+        "it doubles with every further failure.",
+    )
+    restart_backoff_max_s: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="Cap of the doubling restart delay, s, at least restart_backoff_initial_s "
+        "and at most 86400. A stage that ran this long before failing starts over from the "
+        "initial delay.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.restart_backoff_max_s < self.restart_backoff_initial_s:
+            raise ValueError("restart_backoff_max_s must be >= restart_backoff_initial_s")
+        if len(set(self.stages)) != len(self.stages):
+            raise ValueError("stages must not name a stage twice")
+        if "heartbeat" in self.stages:
+            raise ValueError("stages: the heartbeat always runs; do not list it")
+        return self
+
+
+class LoggingSettings(BaseModel):
+    """Log level and line format."""
+
+    model_config = _SECTION
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Lowest level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL."
+    )
+    format: Literal["auto", "text", "journal", "json"] = Field(
+        "auto",
+        description='Line format: "text" (with timestamps), "journal" (no timestamps, syslog '
+        'priority prefix), "json" (one object per line) or "auto" (journal under journald, '
+        "else text).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upper_level(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("level"), str):
+            return {**data, "level": data["level"].upper()}
+        return data
+
+
+class Settings(BaseSettings):
+    """Everything edgeagent can be configured with.
+
+    Build it with :func:`edgeagent.config.load_settings`, which layers the
+    profile, file, environment and flags. Constructing or validating this class
+    directly uses only the values given (no environment), so each layer can be
+    checked on its own.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+    )
+
+    profile: str | None = Field(
+        None,
+        description="Hardware profile: a name from hw_profiles/ (see `edgeagent profiles list`) "
+        "or the path of a profile TOML file. Unset: built-in defaults only.",
+    )
+    model: ModelSettings = ModelSettings()
+    audio: AudioSettings = AudioSettings()
+    camera: CameraSettings = CameraSettings()
+    mqtt: MqttSettings = MqttSettings()
+    governor: GovernorSettings = GovernorSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+SECTIONS: tuple[str, ...] = tuple(
+    name
+    for name, field in Settings.model_fields.items()
+    if field.annotation is not None
+    and isinstance(field.annotation, type)
+    and issubclass(field.annotation, BaseModel)
+)
+"""The subsystem sections, in order: model, audio, camera, mqtt, governor, daemon, logging."""

@@ -1,0 +1,19 @@
+"""Package list for setuptools; everything else is in pyproject.toml.
+
+The hardware profiles have one home, the top-level ``hw_profiles/`` folder. It
+is mapped into the package as ``edgeagent.hw_profiles`` so that a wheel (and a
+plain ``pip install .``) carries them as package data; an editable install or a
+source checkout reads the folder itself (see ``edgeagent.profiles``).
+"""
+
+from setuptools import find_namespace_packages, setup
+
+setup(
+    # Namespace discovery, so a sub-package without __init__.py is not silently left out.
+    packages=[
+        *find_namespace_packages(include=["edgeagent", "edgeagent.*"], exclude=["*__pycache__*"]),
+        "edgeagent.hw_profiles",
+    ],
+    package_dir={"edgeagent.hw_profiles": "hw_profiles"},
+    package_data={"edgeagent.hw_profiles": ["*.toml"]},
+)

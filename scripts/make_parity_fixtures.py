@@ -42,7 +42,6 @@ import copy
 import io
 import json
 import math
-import os
 import re
 import shutil
 import sys
@@ -58,7 +57,9 @@ REQUIRED_TRANSFORMERS = "5.24.0"
 SEED_TORCH = 1234  # torch.manual_seed before building modules (their init is overwritten anyway)
 SEED_WEIGHTS = 20250626  # numpy PCG64 stream for every text-decoder weight
 SEED_UNUSED = 20250627  # numpy stream for the unused KV-shared k/v/k_norm of the multimodal layout
-SEED_MULTIMODAL = 20250628  # numpy stream for embed_vision/embed_audio/audio_tower/vision_tower tensors
+SEED_MULTIMODAL = (
+    20250628  # numpy stream for embed_vision/embed_audio/audio_tower/vision_tower tensors
+)
 SEED_IDS = 20250629  # numpy stream for input_ids / prompt_ids
 
 T = 24  # reference sequence length (3x the sliding window)
@@ -122,7 +123,9 @@ TIERS = {
 # Randomisation scales.
 EMBED_STD = 1.0  # embed_tokens (tied lm_head): sets the logit scale (std ~2.4, below the 30 cap)
 ROUTER_STD = 4.0  # modality_router: its input is RMSNorm(x)/hidden, so it needs a large weight
-COEF_STD = 0.05  # altup prediction/correction coefs (0.2 makes the model amplify fp32 rounding ~20x more)
+COEF_STD = (
+    0.05  # altup prediction/correction coefs (0.2 makes the model amplify fp32 rounding ~20x more)
+)
 # RMSNorm weights and altup.correct_output_scale. Around 1 the random 20-layer model amplifies
 # float32 rounding to ~2e-4 in the logits (measured against float64), above the 1e-4 parity
 # tolerance; at 0.2-0.6 each layer adds a modest update, like trained post-norm scales, and the
@@ -162,7 +165,9 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def file_tree_sizes(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,7 +226,9 @@ def check_mirrors_e4b(cfg) -> dict:
     producers = {cfg.layer_types[i]: i for i in range(L) if modes[i] == "store"}
     full = [i for i, t in enumerate(cfg.layer_types) if t == "full_attention"]
     assert full == [4, 9, 14, 19], full
-    assert first_shared == 10 and producers == {"sliding_attention": 8, "full_attention": 9}, producers
+    assert first_shared == 10 and producers == {"sliding_attention": 8, "full_attention": 9}, (
+        producers
+    )
     assert all(m == "reuse" for m in modes[first_shared:])
     kept = L - len(SKIP_LAYERS)
     shared_after = cfg.num_kv_shared_layers - sum(1 for i in SKIP_LAYERS if i >= first_shared)
@@ -241,7 +248,6 @@ def check_mirrors_e4b(cfg) -> dict:
 def randomise(model, rng: np.random.Generator) -> dict[str, str]:
     """Overwrite every parameter with fixed-seed values far from its init; return the rule per name."""
     import torch
-
     from transformers.models.gemma3n.modeling_gemma3n import Gemma3nRMSNorm
 
     norm_weights = set()
@@ -266,7 +272,9 @@ def randomise(model, rng: np.random.Generator) -> dict[str, str]:
             elif name.endswith("altup.modality_router.weight"):
                 v = rng.normal(0.0, ROUTER_STD, size=shape)
                 rule = f"normal std {ROUTER_STD}"
-            elif name.endswith("altup.prediction_coefs.weight") or name.endswith("altup.correction_coefs.weight"):
+            elif name.endswith("altup.prediction_coefs.weight") or name.endswith(
+                "altup.correction_coefs.weight"
+            ):
                 v = rng.normal(0.0, COEF_STD, size=shape)
                 rule = f"normal std {COEF_STD}"
             elif len(shape) == 2:
@@ -669,11 +677,20 @@ def multimodal_extra_modules():
     """Small real-shaped embed_vision / embed_audio / audio_tower modules (randomised, bf16-rounded)."""
     import torch
     from transformers import Gemma3nAudioConfig, Gemma3nVisionConfig
-    from transformers.models.gemma3n.modeling_gemma3n import Gemma3nAudioEncoder, Gemma3nMultimodalEmbedder
+    from transformers.models.gemma3n.modeling_gemma3n import (
+        Gemma3nAudioEncoder,
+        Gemma3nMultimodalEmbedder,
+    )
 
     text_cfg = tiny_text_config()
-    acfg = Gemma3nAudioConfig(**{k: v for k, v in audio_config_dict().items() if k not in ("model_type", "torch_dtype")})
-    vkw = {k: v for k, v in vision_config_dict().items() if k not in ("model_type", "torch_dtype", "label_names", "num_classes")}
+    acfg = Gemma3nAudioConfig(
+        **{k: v for k, v in audio_config_dict().items() if k not in ("model_type", "torch_dtype")}
+    )
+    vkw = {
+        k: v
+        for k, v in vision_config_dict().items()
+        if k not in ("model_type", "torch_dtype", "label_names", "num_classes")
+    }
     vcfg = Gemma3nVisionConfig(num_labels=2, **vkw)
     torch.manual_seed(SEED_TORCH)
     embed_vision = Gemma3nMultimodalEmbedder(vcfg, text_cfg).float().eval()
@@ -695,7 +712,11 @@ def multimodal_extra_modules():
             v = rng.normal(0.0, 0.1, size=tuple(p.shape))
             p.copy_(torch.from_numpy(v.astype(np.float32)).to(torch.bfloat16).float())
     tensors = {}
-    for prefix, mod in (("model.embed_vision.", embed_vision), ("model.embed_audio.", embed_audio), ("model.audio_tower.", audio_tower)):
+    for prefix, mod in (
+        ("model.embed_vision.", embed_vision),
+        ("model.embed_audio.", embed_audio),
+        ("model.audio_tower.", audio_tower),
+    ):
         for k, v in mod.state_dict().items():
             tensors[prefix + k] = v.detach().to(torch.bfloat16).contiguous()
     # A few vision-tower stand-ins (transformers needs timm for the real MobileNetV5; names follow
@@ -705,7 +726,9 @@ def multimodal_extra_modules():
         ("model.vision_tower.timm_model.conv_stem.bn.weight", (8,)),
         ("model.vision_tower.timm_model.msfa.norm.weight", (TINY_VISION_HIDDEN,)),
     ):
-        tensors[name] = torch.from_numpy(rng.normal(0.0, 0.1, size=shape).astype(np.float32)).to(torch.bfloat16)
+        tensors[name] = torch.from_numpy(rng.normal(0.0, 0.1, size=shape).astype(np.float32)).to(
+            torch.bfloat16
+        )
     return embed_vision, embed_audio, tensors
 
 
@@ -753,9 +776,14 @@ def write_multimodal(out_dir: Path, cfg, sd: dict, extra: dict, transformers_ver
         save_file({k: tensors[k] for k in keys}, str(out_dir / fname), metadata={"format": "pt"})
         for k in keys:
             weight_map[k] = fname
-    dump_json(out_dir / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+    dump_json(
+        out_dir / "model.safetensors.index.json",
+        {"metadata": {"total_size": total}, "weight_map": weight_map},
+    )
     dump_json(out_dir / "config.json", multimodal_config_dict(cfg, transformers_version))
-    dump_json(out_dir / "generation_config.json", multimodal_generation_config(transformers_version))
+    dump_json(
+        out_dir / "generation_config.json", multimodal_generation_config(transformers_version)
+    )
     return {"num_tensors": len(names), "total_size": total, "shard_sizes": [len(s) for s in shards]}
 
 
@@ -883,8 +911,14 @@ def mm_embed_logits(model, embed_vision, embed_audio, ids):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=None, help="fixtures directory (default: <repo>/tests/fixtures)")
-    ap.add_argument("--allow-other-versions", action="store_true", help="run with torch/transformers other than pinned")
+    ap.add_argument(
+        "--out", default=None, help="fixtures directory (default: <repo>/tests/fixtures)"
+    )
+    ap.add_argument(
+        "--allow-other-versions",
+        action="store_true",
+        help="run with torch/transformers other than pinned",
+    )
     args = ap.parse_args(argv)
 
     versions = check_versions(args.allow_other_versions)
@@ -892,7 +926,7 @@ def main(argv=None):
     import torch
     import transformers
     from safetensors.torch import load_file
-    from transformers import Gemma3nConfig, Gemma3nForCausalLM, Gemma3nTextConfig
+    from transformers import Gemma3nConfig, Gemma3nForCausalLM
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(1)  # fixed reduction order for reproducible float32 results
@@ -921,7 +955,11 @@ def main(argv=None):
     input_ids, prompt_ids = make_ids()
     ids_t = torch.from_numpy(input_ids)[None]
     logits, dbg = forward_with_debug(model, ids_t)
-    stats = {"logits": logit_stats(logits.numpy(), dbg["raw_logits"].numpy(), cfg.final_logit_softcapping)}
+    stats = {
+        "logits": logit_stats(
+            logits.numpy(), dbg["raw_logits"].numpy(), cfg.final_logit_softcapping
+        )
+    }
 
     # activation sparsity statistics (gate after _gaussian_topk, layers with sparsity > 0)
     spars = {}
@@ -938,7 +976,9 @@ def main(argv=None):
     log("logit stats:", json.dumps(stats["logits"]))
     log("activation sparsity zero fraction:", spars)
     log("router |tanh| mean layer 0:", stats["altup_router_modalities_layer0_abs_mean"])
-    assert stats["logits"]["abs_max"] < 29.0 and stats["logits"]["frac_abs_gt_25"] < 0.01, "logits saturated"
+    assert stats["logits"]["abs_max"] < 29.0 and stats["logits"]["frac_abs_gt_25"] < 0.01, (
+        "logits saturated"
+    )
     assert stats["logits"]["softcap_max_abs_change"] > 0.1, "softcap has no effect"
     assert all(0.5 < f < 0.999 for f in spars.values()), spars
     stats["ablation_max_abs_logit_change"] = ablation_effects(model, ids_t)
@@ -957,7 +997,7 @@ def main(argv=None):
         assert saved[k].dtype == torch.float32 and torch.equal(saved[k], sd[k]), k
     first_shared = cfg.num_hidden_layers - cfg.num_kv_shared_layers
     assert not any(
-        re.match(rf"model\.layers\.(\d+)\.self_attn\.(k_proj|v_proj|k_norm)", k)
+        re.match(r"model\.layers\.(\d+)\.self_attn\.(k_proj|v_proj|k_norm)", k)
         and int(k.split(".")[2]) >= first_shared
         for k in saved
     )
@@ -972,8 +1012,12 @@ def main(argv=None):
         # each kept layer keeps its attention type and the FFN prefix
         with torch.no_grad():
             emb = model.model.embed_tokens(ids_t)
-            full_pli = model.model.project_per_layer_inputs(emb, model.model.get_per_layer_inputs(ids_t))
-            t_pli = tmodel.model.project_per_layer_inputs(emb, tmodel.model.get_per_layer_inputs(ids_t))
+            full_pli = model.model.project_per_layer_inputs(
+                emb, model.model.get_per_layer_inputs(ids_t)
+            )
+            t_pli = tmodel.model.project_per_layer_inputs(
+                emb, tmodel.model.get_per_layer_inputs(ids_t)
+            )
         assert torch.equal(t_pli, full_pli[:, :, kept]), "per-layer input slicing"
         for j, i in enumerate(kept):
             a, b = tmodel.model.layers[j], model.model.layers[i]
@@ -1004,7 +1048,9 @@ def main(argv=None):
             "max_abs_diff_vs_full_logits": float((tlog - logits).abs().max()),
             "fp64_vs_fp32_max_abs_logit_diff": fp64_deviation(tmodel, ids_t, tlog),
         }
-        log(f"tier {name}: layers {tcfg.num_hidden_layers}, shared {tcfg.num_kv_shared_layers}, modes {modes}")
+        log(
+            f"tier {name}: layers {tcfg.num_hidden_layers}, shared {tcfg.num_kv_shared_layers}, modes {modes}"
+        )
         log(f"  max |tier - full| logits = {tier_meta[name]['max_abs_diff_vs_full_logits']:.3f}")
 
     # ---- greedy generation (KV-cache path) --------------------------------------------------
@@ -1030,8 +1076,12 @@ def main(argv=None):
     full_logits = logits_of(model, full_seq)
     nocache_steps = full_logits[PROMPT_LEN - 1 : PROMPT_LEN - 1 + len(greedy)]
     cache_vs_nocache = float((nocache_steps - step_logits).abs().max())
-    assert torch.equal(nocache_steps.argmax(-1), torch.from_numpy(greedy)), "cache/no-cache greedy mismatch"
-    log(f"greedy ids {greedy.tolist()} (hit EOS: {hit_eos}); max |cached - uncached| step logits {cache_vs_nocache:.2e}")
+    assert torch.equal(nocache_steps.argmax(-1), torch.from_numpy(greedy)), (
+        "cache/no-cache greedy mismatch"
+    )
+    log(
+        f"greedy ids {greedy.tolist()} (hit EOS: {hit_eos}); max |cached - uncached| step logits {cache_vs_nocache:.2e}"
+    )
     assert PROMPT_LEN + len(greedy) > 2 * cfg.sliding_window
 
     # ---- multimodal/ (released layout) ------------------------------------------------------
@@ -1079,7 +1129,9 @@ def main(argv=None):
     verify = {}
     # (a) text/ reloads through from_pretrained and reproduces the logits exactly
     torch.manual_seed(SEED_TORCH)
-    reloaded = Gemma3nForCausalLM.from_pretrained(str(text_dir), dtype=torch.float32, attn_implementation="eager").eval()
+    reloaded = Gemma3nForCausalLM.from_pretrained(
+        str(text_dir), dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     rl = logits_of(reloaded, ids_t)
     assert torch.equal(rl, torch.from_numpy(ref["logits"])), float((rl - logits).abs().max())
     verify["text_from_pretrained_logits_equal"] = True
@@ -1089,11 +1141,15 @@ def main(argv=None):
     for fname in sorted(set(index["weight_map"].values())):
         mm_tensors.update(load_file(str(mm_dir / fname)))
     assert set(mm_tensors) == set(index["weight_map"])
-    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in mm_tensors.values())
+    assert index["metadata"]["total_size"] == sum(
+        t.numel() * t.element_size() for t in mm_tensors.values()
+    )
     for k, v in saved.items():
         mk = "model.language_model." + k[len("model.") :]
         assert mm_tensors[mk].dtype == torch.bfloat16 and torch.equal(mm_tensors[mk].float(), v), k
-    assert "lm_head.weight" not in mm_tensors and not any(k.startswith("lm_head") for k in mm_tensors)
+    assert "lm_head.weight" not in mm_tensors and not any(
+        k.startswith("lm_head") for k in mm_tensors
+    )
     verify["bf16_shards_equal_fp32"] = True
     # (c) the released-format config parses to the same text config, and transformers loads the
     #     multimodal checkpoint into Gemma3nForCausalLM with the same logits
@@ -1105,7 +1161,9 @@ def main(argv=None):
         if key in ("pad_token_id", "eos_token_id", "bos_token_id"):
             continue
         a, b = getattr(tc, key), getattr(cfg, key)
-        assert (list(a) if isinstance(a, (list, tuple)) else a) == (list(b) if isinstance(b, (list, tuple)) else b), key
+        assert (list(a) if isinstance(a, (list, tuple)) else a) == (
+            list(b) if isinstance(b, (list, tuple)) else b
+        ), key
     assert list(tc.layer_types) == list(cfg.layer_types)
     try:
         mm_model = Gemma3nForCausalLM.from_pretrained(
@@ -1113,11 +1171,15 @@ def main(argv=None):
         ).eval()
         ml = logits_of(mm_model, ids_t)
         verify["multimodal_via_transformers_causal_lm_logits_equal"] = bool(torch.equal(ml, logits))
-        assert verify["multimodal_via_transformers_causal_lm_logits_equal"], float((ml - logits).abs().max())
+        assert verify["multimodal_via_transformers_causal_lm_logits_equal"], float(
+            (ml - logits).abs().max()
+        )
     except AssertionError:
         raise
     except Exception as e:  # pragma: no cover - depends on transformers' key mapping
-        verify["multimodal_via_transformers_causal_lm_logits_equal"] = f"not checked: {type(e).__name__}: {e}"
+        verify["multimodal_via_transformers_causal_lm_logits_equal"] = (
+            f"not checked: {type(e).__name__}: {e}"
+        )
     # (d) unused shared-layer k/v really do not matter (transformers ignores them; checked by (c))
     log("verification:", verify)
 
@@ -1134,15 +1196,25 @@ def main(argv=None):
             "multimodal_extras_numpy_pcg64": SEED_MULTIMODAL,
             "ids_numpy_pcg64": SEED_IDS,
         },
-        "torch_settings": {"num_threads": 1, "deterministic_algorithms": True, "dtype": "float32",
-                           "attn_implementation": "eager", "mode": "model.eval(), torch.no_grad()"},
+        "torch_settings": {
+            "num_threads": 1,
+            "deterministic_algorithms": True,
+            "dtype": "float32",
+            "attn_implementation": "eager",
+            "mode": "model.eval(), torch.no_grad()",
+        },
         "tiny_model": {
             "text_config": text_cfg_json,
             "num_parameters": n_params,
             "kv_sharing_modes": list(cfg.kv_sharing_modes),
             "mirrors_e4b": mirror,
-            "multimodal_ids": dict(TINY_IDS, vision_vocab_offset=TINY_VISION_OFFSET, audio_vocab_offset=TINY_AUDIO_OFFSET,
-                                   vision_vocab_size=TINY_VISION_VOCAB, audio_vocab_size=TINY_AUDIO_VOCAB),
+            "multimodal_ids": dict(
+                TINY_IDS,
+                vision_vocab_offset=TINY_VISION_OFFSET,
+                audio_vocab_offset=TINY_AUDIO_OFFSET,
+                vision_vocab_size=TINY_VISION_VOCAB,
+                audio_vocab_size=TINY_AUDIO_VOCAB,
+            ),
             "weights": {
                 "randomisation": "every parameter overwritten from numpy PCG64 (seed weights_numpy_pcg64) in "
                 "model.named_parameters() order, then rounded to bfloat16 (round-to-nearest-even) and stored as "
@@ -1208,7 +1280,7 @@ def main(argv=None):
             "debug_logits_before_softcap": f"float32 [{T}, 512] : final_hidden @ embed_tokens.T, before 30*tanh(z/30)",
         },
         "greedy": {
-            "num_new_tokens": int(len(greedy)),
+            "num_new_tokens": len(greedy),
             "hit_eos": hit_eos,
             "total_length": int(PROMPT_LEN + len(greedy)),
             "crosses_sliding_window": True,

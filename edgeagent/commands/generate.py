@@ -7,8 +7,7 @@ import json
 import sys
 from typing import Any
 
-from edgeagent.engine import SamplingParams, generate, load
-from edgeagent.engine import chat
+from edgeagent.engine import SamplingParams, chat, generate, load
 from edgeagent.errors import TokenizerError
 
 
@@ -22,7 +21,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", required=True, help="checkpoint directory (Hugging Face layout)")
     parser.add_argument("--prompt", required=True, help="the user's message")
     parser.add_argument("--system", help="system prompt, folded into the user turn")
-    parser.add_argument("--raw", action="store_true", help="feed the prompt as is, no chat template")
+    parser.add_argument(
+        "--raw", action="store_true", help="feed the prompt as is, no chat template"
+    )
     parser.add_argument("--tier", help="MatFormer tier to run (default: full)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="cap on new tokens")
     parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")

@@ -30,7 +30,6 @@ def render(messages: Sequence[tuple[str, str]], system: str | None = None) -> st
     """
     parts = []
     for index, (role, content) in enumerate(messages):
-        if index == 0 and system:
-            content = f"{system}\n\n{content}"
-        parts.append(turn(role, content))
+        text = f"{system}\n\n{content}" if index == 0 and system else content
+        parts.append(turn(role, text))
     return "".join(parts) + generation_prompt()

@@ -39,7 +39,9 @@ _MULTIMODAL_TOKEN_KEYS = (
     "audio_token_id",
 )
 RANDOM_WEIGHTS_KEY = "edgeagent_random_weights"
-TIERS_KEY = "edgeagent_tiers"  # named MatFormer plans a checkpoint declares (model init writes them)
+TIERS_KEY = (
+    "edgeagent_tiers"  # named MatFormer plans a checkpoint declares (model init writes them)
+)
 
 
 @dataclass(frozen=True)

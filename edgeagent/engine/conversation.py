@@ -68,7 +68,9 @@ class Conversation:
 
     def ids(self) -> np.ndarray:
         """The whole history as token ids ``[T]``."""
-        return np.concatenate([s.ids for s in self.history]) if self.history else np.zeros(0, np.int64)
+        return (
+            np.concatenate([s.ids for s in self.history]) if self.history else np.zeros(0, np.int64)
+        )
 
     def _append(self, segment: Segment) -> None:
         self.history.append(segment)
@@ -77,7 +79,9 @@ class Conversation:
     def _encode(self, text: str) -> np.ndarray:
         tokenizer = self.model.tokenizer
         if tokenizer is None:
-            raise TokenizerError(f"{self.model.checkpoint.path} has no tokenizer.json; pass token ids")
+            raise TokenizerError(
+                f"{self.model.checkpoint.path} has no tokenizer.json; pass token ids"
+            )
         return np.asarray(tokenizer.encode(text), dtype=np.int64)
 
     def add_text(self, text: str) -> None:
@@ -85,7 +89,7 @@ class Conversation:
         self.add_ids(self._encode(text))
 
     def add_ids(self, ids: Sequence[int] | np.ndarray, embeds: np.ndarray | None = None) -> None:
-        """Append tokens (and soft-token embeddings ``[T, H]``) to the history of the current turn."""
+        """Append tokens (and soft-token embeddings ``[T, H]``) to the current turn."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         if embeds is not None and embeds.shape != (len(ids), self.model.config.hidden_size):
             raise EngineError(
@@ -95,7 +99,7 @@ class Conversation:
             self._append(Segment(ids, embeds, self._turn))
 
     def begin_turn(self) -> None:
-        """Start a new turn: what is added next can be dropped as one unit when the context fills."""
+        """Start a turn: what follows is dropped as one unit when the context fills."""
         self._turn += 1
 
     def user_turn(self, text: str) -> None:
@@ -147,7 +151,7 @@ class Conversation:
         if self.model.tokenizer is None:
             end = self.model.config.eos_token_ids[-1]
             return [end]
-        return self._encode(chat.END + "\n").tolist()
+        return [int(t) for t in self._encode(chat.END + "\n")]
 
     # -- rebuilding ------------------------------------------------------------
 
@@ -164,7 +168,7 @@ class Conversation:
         return fed
 
     def _make_room(self, needed: int) -> None:
-        """Drop the oldest turns (the preamble stays) until the history fits, then rebuild from it."""
+        """Drop the oldest turns (the preamble stays) until the history fits; rebuild."""
         turns = sorted({s.turn for s in self.history if s.turn > 0})
         total = self.length
         dropped = []

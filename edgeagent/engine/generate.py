@@ -44,7 +44,7 @@ def prefill(
     embeds: np.ndarray | None = None,
     chunk: int = DEFAULT_CHUNK,
 ) -> np.ndarray:
-    """Feed ``ids`` (and optional soft-token ``embeds`` ``[T, H]``) in chunks; return the last logits ``[V]``."""
+    """Feed ``ids`` (and soft-token ``embeds`` ``[T, H]``) in chunks; return last logits ``[V]``."""
     ids = np.asarray(ids, dtype=np.int64)
     logits = np.empty(0, dtype=np.float32)
     for start in range(0, len(ids), chunk):

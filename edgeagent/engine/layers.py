@@ -71,7 +71,7 @@ def laurel(lw: LayerWeights, x: np.ndarray, cfg: TextConfig) -> np.ndarray:
 def project_kv(
     w: AttentionWeights, x: np.ndarray, step: Step, sliding: bool, cfg: TextConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """New keys (normed, rotated) and values (normed, no weight): ``[T, H] -> 2 × [T, n_kv, hd]``."""
+    """New keys (normed, rotated) and values (normed): ``[T, H] -> 2 × [T, n_kv, hd]``."""
     assert w.k_proj is not None and w.v_proj is not None
     shape = (x.shape[0], cfg.num_key_value_heads, cfg.head_dim)
     k = rms_norm(linear(x, w.k_proj).reshape(shape), w.k_norm, cfg.rms_norm_eps)

@@ -82,7 +82,9 @@ class TextModel:
                 f"unknown tier {tier!r}; this checkpoint offers: {', '.join(self.tiers)}"
             ) from None
 
-    def new_state(self, tier: str | TierPlan | None = None, max_context: int | None = None) -> RunState:
+    def new_state(
+        self, tier: str | TierPlan | None = None, max_context: int | None = None
+    ) -> RunState:
         """A fresh conversation state with caches for the tier's cache-owning layers."""
         plan = self.tier(tier)
         capacity = max_context or self.max_context
@@ -154,14 +156,22 @@ class TextModel:
         return (proj + rows.reshape(-1, n, hp)) * INV_SQRT2
 
     def altup_streams(self, x0: np.ndarray) -> np.ndarray:
-        """Stream 0 is the embedding; streams 1… are projections at its RMS: ``[T, H] -> [n, T, H]``."""
-        return np.stack([x0, *(_rms_matched(linear(x0, p), x0) for p in self.weights.altup_projections)])
+        """Stream 0 is the embedding, streams 1… projections at its RMS: ``[T, H] -> [n, T, H]``."""
+        return np.stack(
+            [x0, *(_rms_matched(linear(x0, p), x0) for p in self.weights.altup_projections)]
+        )
 
     def final_hidden(self, streams: np.ndarray) -> np.ndarray:
         """Unembed streams 1… at stream 0's RMS, average all, norm: ``[n, T, H] -> [T, H]``."""
         w = self.weights
         first = streams[0]
-        unembedded = [first, *(_rms_matched(linear(s, p), first) for s, p in zip(streams[1:], w.altup_unembed_projections))]
+        unembedded = [
+            first,
+            *(
+                _rms_matched(linear(s, p), first)
+                for s, p in zip(streams[1:], w.altup_unembed_projections, strict=True)
+            ),
+        ]
         return rms_norm(np.mean(np.stack(unembedded), axis=0), w.norm, self.config.rms_norm_eps)
 
     def decoder_layer(
@@ -173,7 +183,7 @@ class TextModel:
         step: Step,
         shared: dict[bool, KVView],
     ) -> np.ndarray:
-        """One layer: predict → attention and FFN on the active stream → correct → per-layer gate."""
+        """One layer: predict → attention and FFN on the active stream → correct → gate."""
         cfg = self.config
         lw = self.weights.layers[i]
         sliding = cfg.is_sliding(i)

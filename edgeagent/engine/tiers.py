@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from edgeagent.engine.config import TextConfig
 from edgeagent.errors import TierError
@@ -54,7 +55,9 @@ class TierPlan:
         """Refuse a plan the checkpoint cannot run; return the plan itself."""
         n = config.num_hidden_layers
         if len(self.ffn_dims) != n:
-            raise TierError(f"tier plan has {len(self.ffn_dims)} ffn_dims, the model has {n} layers")
+            raise TierError(
+                f"tier plan has {len(self.ffn_dims)} ffn_dims, the model has {n} layers"
+            )
         bad = sorted(i for i in self.skip_layers if not 0 <= i < n)
         if bad:
             raise TierError(f"tier plan skips layers {bad}, which do not exist (0…{n - 1})")
@@ -74,7 +77,7 @@ class TierPlan:
         return self
 
 
-def named_tiers(config: TextConfig, declared: Mapping[str, Mapping[str, object]]) -> dict[str, TierPlan]:
+def named_tiers(config: TextConfig, declared: Mapping[str, Any]) -> dict[str, TierPlan]:
     """The named tiers a checkpoint offers: ``full``, published plans, and declared ones.
 
     ``declared`` comes from ``config.json`` (``edgeagent_tiers``, written by
@@ -93,10 +96,8 @@ def named_tiers(config: TextConfig, declared: Mapping[str, Mapping[str, object]]
             tiers[name] = TierPlan(dims, skip)
     for name, spec in declared.items():
         try:
-            dims = spec["ffn_dims"]
-            skip = spec.get("skip_layers", ())
-            tiers[name] = TierPlan(dims, skip)  # type: ignore[arg-type]
-        except (KeyError, TypeError, ValueError) as err:
+            tiers[name] = TierPlan(spec["ffn_dims"], spec.get("skip_layers", ()))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise TierError(f"declared tier {name!r} is malformed: {err}") from err
     for name, plan in tiers.items():
         try:

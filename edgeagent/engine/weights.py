@@ -62,7 +62,7 @@ class LayerWeights:
     post_per_layer_input_norm: np.ndarray  # [H] f32
 
     def ffn_slab(self, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The first ``width`` FFN units as views (a MatFormer slab): gate, up ``[w, H]``, down ``[H, w]``."""
+        """The first ``width`` FFN units as views: gate, up ``[w, H]``, down ``[H, w]``."""
         return self.gate_proj[:width], self.up_proj[:width], self.down_proj[:, :width]
 
 

@@ -31,5 +31,5 @@ def tiny_text() -> TextModel:
 
 @pytest.fixture(scope="session")
 def tiny_multimodal() -> TextModel:
-    """The same weights in the released multimodal layout: bfloat16, sharded, unused shared k/v kept."""
+    """The same weights, released multimodal layout: bf16, sharded, unused shared k/v kept."""
     return load(TINY / "multimodal", max_context=256)

@@ -14,7 +14,11 @@ from edgeagent.engine import Conversation, load
 
 def edgeagent(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgeagent", *argv], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "edgeagent", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -28,8 +32,16 @@ def tiny_preset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_generate_prints_json(tiny_preset: Path) -> None:
     done = edgeagent(
-        "generate", "--model", str(tiny_preset), "--prompt", "hello there",
-        "--max-new-tokens", "6", "--seed", "3", "--json",
+        "generate",
+        "--model",
+        str(tiny_preset),
+        "--prompt",
+        "hello there",
+        "--max-new-tokens",
+        "6",
+        "--seed",
+        "3",
+        "--json",
     )
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
@@ -41,8 +53,17 @@ def test_generate_prints_json(tiny_preset: Path) -> None:
 
 
 def test_greedy_generation_is_repeatable_and_tiers_differ(tiny_preset: Path) -> None:
-    args = ("generate", "--model", str(tiny_preset), "--prompt", "hi", "--greedy",
-            "--max-new-tokens", "8", "--json")
+    args = (
+        "generate",
+        "--model",
+        str(tiny_preset),
+        "--prompt",
+        "hi",
+        "--greedy",
+        "--max-new-tokens",
+        "8",
+        "--json",
+    )
     first, again = edgeagent(*args), edgeagent(*args)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["ids"] == json.loads(again.stdout)["ids"]
@@ -52,7 +73,9 @@ def test_greedy_generation_is_repeatable_and_tiers_differ(tiny_preset: Path) -> 
 
 
 def test_generate_streams_plain_text(tiny_preset: Path) -> None:
-    done = edgeagent("generate", "--model", str(tiny_preset), "--prompt", "hi", "--max-new-tokens", "4")
+    done = edgeagent(
+        "generate", "--model", str(tiny_preset), "--prompt", "hi", "--max-new-tokens", "4"
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith("\n")
 
@@ -76,7 +99,9 @@ def test_text_turns_prefill_only_their_own_tokens(tiny_preset: Path) -> None:
     logits, fed = conversation.feed()
     tokenizer = model.tokenizer
     assert tokenizer is not None
-    turn = tokenizer.encode("<start_of_turn>user\nAnd tomorrow?<end_of_turn>\n<start_of_turn>model\n")
+    turn = tokenizer.encode(
+        "<start_of_turn>user\nAnd tomorrow?<end_of_turn>\n<start_of_turn>model\n"
+    )
     assert turn[0] == tokenizer.start_of_turn_id
     closing = len(tokenizer.encode("<end_of_turn>\n"))
     if reason == "length":

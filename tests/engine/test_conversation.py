@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from edgeagent.engine import GREEDY, Conversation, TextModel, TierPlan
 
 from .conftest import TOLERANCE
@@ -32,7 +33,9 @@ def test_second_turn_prefills_only_its_own_tokens(tiny_text: TextModel) -> None:
     assert np.max(np.abs(logits - whole)) <= TOLERANCE
 
 
-def test_rebuild_under_another_tier_equals_a_fresh_prefill(tiny_text: TextModel, reference: dict) -> None:
+def test_rebuild_under_another_tier_equals_a_fresh_prefill(
+    tiny_text: TextModel, reference: dict
+) -> None:
     plan = TierPlan(reference["tier_e2b_ffn_dims"], reference["tier_e2b_skip_layers"])
     conversation = Conversation(tiny_text, max_context=128)
     conversation.begin_turn()
@@ -49,7 +52,7 @@ def test_rebuild_under_another_tier_equals_a_fresh_prefill(tiny_text: TextModel,
 
 def test_a_full_context_drops_old_turns_but_keeps_the_preamble(tiny_text: TextModel) -> None:
     conversation = Conversation(tiny_text, max_context=48)
-    for turn in range(6):
+    for _ in range(6):
         conversation.begin_turn()
         conversation.add_ids(TURN_2)
         conversation.reply(GREEDY, max_new_tokens=3)

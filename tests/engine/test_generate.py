@@ -10,14 +10,20 @@ from edgeagent.engine.sampling import Sampler
 from edgeagent.errors import EngineError
 
 
-def test_greedy_generation_equals_transformers_generate(tiny_text: TextModel, reference: dict) -> None:
+def test_greedy_generation_equals_transformers_generate(
+    tiny_text: TextModel, reference: dict
+) -> None:
     expected = reference["greedy_ids"].tolist()
     seen: list[int] = []
-    result = generate(tiny_text, reference["prompt_ids"].tolist(), GREEDY, len(expected), on_token=seen.append)
+    result = generate(
+        tiny_text, reference["prompt_ids"].tolist(), GREEDY, len(expected), on_token=seen.append
+    )
     assert result.ids == expected
     assert seen == expected  # the callback streams every token in order
     assert result.prompt_tokens == len(reference["prompt_ids"])
-    assert result.stop_reason == ("eos" if expected[-1] in tiny_text.config.eos_token_ids else "length")
+    assert result.stop_reason == (
+        "eos" if expected[-1] in tiny_text.config.eos_token_ids else "length"
+    )
 
 
 def test_seeded_sampling_is_reproducible(tiny_text: TextModel, reference: dict) -> None:
@@ -25,7 +31,10 @@ def test_seeded_sampling_is_reproducible(tiny_text: TextModel, reference: dict) 
     params = SamplingParams(temperature=1.5, top_k=50, top_p=0.9, seed=7)
     first = generate(tiny_text, prompt, params, 12).ids
     assert generate(tiny_text, prompt, params, 12).ids == first
-    others = {tuple(generate(tiny_text, prompt, SamplingParams(temperature=1.5, seed=s), 12).ids) for s in range(4)}
+    others = {
+        tuple(generate(tiny_text, prompt, SamplingParams(temperature=1.5, seed=s), 12).ids)
+        for s in range(4)
+    }
     assert len(others) > 1  # different seeds explore different continuations
 
 

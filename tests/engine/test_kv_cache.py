@@ -11,7 +11,9 @@ from edgeagent.engine.kv_cache import ContextFullError, GlobalKV, SlidingKV
 from .conftest import TOLERANCE
 
 
-def incremental_logits(model: TextModel, ids: np.ndarray, chunks: list[int], tier=None) -> np.ndarray:
+def incremental_logits(
+    model: TextModel, ids: np.ndarray, chunks: list[int], tier=None
+) -> np.ndarray:
     """Prefill ``chunks`` (sizes), then decode the rest one token at a time."""
     state = model.new_state(tier, max_context=64)
     out, start = [], 0

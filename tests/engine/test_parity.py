@@ -55,7 +55,9 @@ def test_tier_equals_the_separately_sliced_model(
 def test_plans_the_checkpoint_cannot_run_are_refused(tiny_text: TextModel) -> None:
     cfg = tiny_text.config
     widths = list(cfg.intermediate_sizes)
-    producers = sorted({cfg.kv_source(i) for i in range(cfg.first_kv_shared_layer, cfg.num_hidden_layers)})
+    producers = sorted(
+        {cfg.kv_source(i) for i in range(cfg.first_kv_shared_layer, cfg.num_hidden_layers)}
+    )
     with pytest.raises(TierError, match="produce the KV cache"):
         tiny_text.logits([1, 2], tier=TierPlan(widths, [producers[0]]))
     too_wide = widths.copy()

@@ -18,13 +18,15 @@ def backing_buffer(array: np.ndarray) -> object:
     return base.obj if isinstance(base, memoryview) else base
 
 
-def test_tier_slabs_are_views_of_the_mapped_checkpoint(tiny_text: TextModel, reference: dict) -> None:
+def test_tier_slabs_are_views_of_the_mapped_checkpoint(
+    tiny_text: TextModel, reference: dict
+) -> None:
     plan = TierPlan(reference["tier_e2b_ffn_dims"], reference["tier_e2b_skip_layers"])
     ckpt = tiny_text.checkpoint
     for i in plan.layers():
         slabs = tiny_text.weights.layers[i].ffn_slab(plan.ffn_dims[i])
         names = ("gate_proj", "up_proj", "down_proj")
-        for slab, name in zip(slabs, names):
+        for slab, name in zip(slabs, names, strict=True):
             full = ckpt.tensor(f"layers.{i}.mlp.{name}.weight")
             assert np.shares_memory(slab, full)
             assert isinstance(backing_buffer(full), mmap.mmap)
@@ -47,6 +49,6 @@ def test_switching_tiers_allocates_only_the_cache(tiny_text: TextModel, referenc
     finally:
         tracemalloc.stop()
     cache = conversation.state.cache.nbytes
-    # the rebuild's peak is the new cache plus activations, far below a copy of the tier's FFN weights
+    # the rebuild peaks at the new cache plus activations, far below a copy of the FFN slabs
     assert peak < cache + slab_bytes // 4, (peak, cache, slab_bytes)
     assert conversation.state.tier == plan

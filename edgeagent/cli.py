@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from edgeagent import __version__
-from edgeagent.commands import config, generate, model, profiles, run
+from edgeagent.commands import bench, config, generate, model, profiles, run
 from edgeagent.errors import ConfigError, EdgeAgentError
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     # Engine commands; later issues append theirs (bench, demo, ...) here.
     model,
     generate,
+    bench,
 )
 
 

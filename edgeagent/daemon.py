@@ -2,9 +2,10 @@
 
 Lifecycle of :meth:`Supervisor.run`:
 
-1. Start-up steps run in order (create the state directory; later issues add
-   loading the model and opening the outbox, sending EXTEND_TIMEOUT_USEC while
-   they work). A failing step is fatal: nothing else starts, exit status 1.
+1. Start-up steps run in order (create the state directory, open the outbox
+   and start the embedded broker, load the model while sending
+   EXTEND_TIMEOUT_USEC). A failing step is fatal: nothing else starts, exit
+   status 1.
 2. The heartbeat and every configured stage start as named tasks; READY=1.
 3. A stage that raises is restarted after a delay that doubles from
    ``daemon.restart_backoff_initial_s`` up to ``restart_backoff_max_s`` (reset
@@ -12,8 +13,11 @@ Lifecycle of :meth:`Supervisor.run`:
    restart is logged and counted; the heartbeat reports the counts in STATUS=.
 4. SIGTERM or SIGINT (handlers only set an event): STOPPING=1, intake stages
    are cancelled, the others get ``shutdown_timeout_s`` to drain, whatever is
-   left is cancelled and named in the log; exit status 0. A second signal
-   forces exit at once with status 128 + signal number.
+   left is cancelled and named in the log; then the late stages (the
+   publisher) get ``shutdown_timeout_s`` to flush; exit status 0. A second
+   signal forces exit at once with status 128 + signal number.
+5. Clean-up steps (close the outbox, stop the embedded broker) run last, in
+   order, whatever happened before; their errors are logged.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from edgeagent.errors import DaemonError, EdgeAgentError
+from edgeagent.errors import ConfigError, DaemonError, EdgeAgentError
+from edgeagent.pipeline.assistant import Assistant, AssistantService
+from edgeagent.publish.mqtt import MqttPublisher
+from edgeagent.publish.service import PublishService
 from edgeagent.sdnotify import Notifier, watchdog_interval
 from edgeagent.settings import Settings
 from edgeagent.stages import Stage, StageContext, StageFactory, stage_factory
@@ -33,6 +40,7 @@ from edgeagent.stages import Stage, StageContext, StageFactory, stage_factory
 _LOGGER = logging.getLogger(__name__)
 
 StartupStep = Callable[[StageContext], Awaitable[None]]
+CleanupStep = Callable[[], Awaitable[None]]
 HEARTBEAT = "heartbeat"
 _CANCEL_GRACE_S = 5.0
 
@@ -47,6 +55,7 @@ class StageState:
     restarts: int = 0
     next_delay_s: float = 0.0
     intake: bool = False
+    late: bool = False
 
 
 class Heartbeat(Stage):
@@ -78,11 +87,16 @@ class Supervisor:
         stages: Sequence[tuple[str, StageFactory]],
         startup: Sequence[StartupStep] = (),
         watchdog_s: float | None = None,
+        cleanup: Sequence[CleanupStep] = (),
+        services: Mapping[str, object] | None = None,
     ) -> None:
         self.settings = settings
         self.notifier = notifier
         self.context = StageContext(settings, notifier)
         self._startup = tuple(startup)
+        self._cleanup = tuple(cleanup)
+        self.services: Mapping[str, object] = dict(services or {})
+        """Long-lived objects the stages share (publish, assistant), by name; for inspection."""
         self._phase = "starting"
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -135,19 +149,31 @@ class Supervisor:
         try:
             if not await self._run_startup():
                 return await self._shutdown_or_force()
-            for state in self._states.values():
-                self._tasks[state.name] = asyncio.create_task(
-                    self._supervise(state), name=f"stage:{state.name}"
-                )
-            await asyncio.sleep(0)  # let every stage task begin before reporting
-            self._phase = "running"
-            self.notifier.ready(self.status_line())
-            _LOGGER.info("ready: %s", ", ".join(self._states))
-            await self._stop.wait()
-            return await self._shutdown_or_force()
+            return await self._run_stages()
         finally:
             for signum in signals:
                 loop.remove_signal_handler(signum)
+            await self._run_cleanup()
+
+    async def _run_stages(self) -> int:
+        """Start every stage, report READY=1, run until stopped."""
+        for state in self._states.values():
+            self._tasks[state.name] = asyncio.create_task(
+                self._supervise(state), name=f"stage:{state.name}"
+            )
+        await asyncio.sleep(0)  # let every stage task begin before reporting
+        self._phase = "running"
+        self.notifier.ready(self.status_line())
+        _LOGGER.info("ready: %s", ", ".join(self._states))
+        await self._stop.wait()
+        return await self._shutdown_or_force()
+
+    async def _run_cleanup(self) -> None:
+        for step in self._cleanup:
+            try:
+                await asyncio.wait_for(step(), _CANCEL_GRACE_S * 2)
+            except Exception:
+                _LOGGER.exception("clean-up step %s failed", _name(step))
 
     async def _run_startup(self) -> bool:
         """Run the start-up steps; False if a stop was requested meanwhile."""
@@ -177,7 +203,7 @@ class Supervisor:
             started = loop.time()
             try:
                 stage = state.factory(self.context)
-                state.intake, state.phase = stage.intake, "running"
+                state.intake, state.late, state.phase = stage.intake, stage.late, "running"
                 await stage.run()
             except asyncio.CancelledError:
                 state.phase = "stopped"
@@ -225,30 +251,60 @@ class Supervisor:
         intake = [t for n, t in others.items() if self._states[n].intake]
         await _cancel_all(intake)
         self.context.draining.set()
-        draining = [t for t in others.values() if not t.done()]
-        if draining:
-            timeout = self.settings.daemon.shutdown_timeout_s
-            _done, pending = await asyncio.wait(draining, timeout=timeout)
-            for task in pending:
-                _LOGGER.warning(
-                    "%s did not drain within %.1fs; cancelling", task.get_name(), timeout
-                )
-            await _cancel_all(list(pending))
+        await self._drain([t for n, t in others.items() if not self._states[n].late])
+        self.context.upstream_done.set()
+        await self._drain([t for n, t in others.items() if self._states[n].late])
         if heartbeat := self._tasks.get(HEARTBEAT):
             await _cancel_all([heartbeat])
         _LOGGER.info("stopped; %s", self.status_line())
         return 0
 
+    async def _drain(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Give ``tasks`` shutdown_timeout_s to return, then cancel the rest."""
+        draining = [t for t in tasks if not t.done()]
+        if not draining:
+            return
+        timeout = self.settings.daemon.shutdown_timeout_s
+        _done, pending = await asyncio.wait(draining, timeout=timeout)
+        for task in pending:
+            _LOGGER.warning("%s did not drain within %.1fs; cancelling", task.get_name(), timeout)
+        await _cancel_all(list(pending))
+
 
 def build_supervisor(settings: Settings, notifier: Notifier | None = None) -> Supervisor:
-    """A supervisor for the configured stages; unknown stage names are a ConfigError."""
+    """A supervisor for the configured stages; unknown stage names are a ConfigError.
+
+    With ``mqtt.enabled`` (the default) it also runs the core stages: ``mqtt``
+    (the publisher; its outbox opens and the embedded broker starts before
+    READY=1) and ``assistant`` (commands and the conversation; the model loads
+    before READY=1).
+    """
     stages = [(name, stage_factory(name)) for name in settings.daemon.stages]
+    startup: list[StartupStep] = [ensure_state_dir]
+    cleanup: list[CleanupStep] = []
+    services: dict[str, object] = {}
+    if settings.mqtt.enabled:
+        publish = PublishService(settings)
+        assistant = AssistantService(settings)
+        startup += [publish.open, assistant.load_model]
+        cleanup += [assistant.close, publish.close]
+        core: list[tuple[str, StageFactory]] = [
+            ("mqtt", lambda ctx: MqttPublisher(ctx, publish)),
+            ("assistant", lambda ctx: Assistant(ctx, assistant)),
+        ]
+        taken = {name for name, _ in core} & set(settings.daemon.stages)
+        if taken:
+            raise ConfigError(f"daemon.stages: {', '.join(sorted(taken))} always runs; remove it")
+        stages = core + stages
+        services = {"publish": publish, "assistant": assistant}
     return Supervisor(
         settings,
         notifier or Notifier.from_env(),
         stages,
-        startup=[ensure_state_dir],
+        startup=startup,
         watchdog_s=watchdog_interval(),
+        cleanup=cleanup,
+        services=services,
     )
 
 
@@ -285,5 +341,5 @@ async def _awaitable(awaitable: Awaitable[None]) -> None:
     await awaitable
 
 
-def _name(step: StartupStep) -> str:
+def _name(step: StartupStep | CleanupStep) -> str:
     return getattr(step, "__name__", type(step).__name__)

@@ -38,3 +38,15 @@ class TierError(EngineError):
 
 class TokenizerError(EngineError):
     """A tokenizer that is missing or cannot be read."""
+
+
+class PublishError(EdgeAgentError):
+    """MQTT publishing failed: the broker, TLS, the outbox or the embedded broker."""
+
+
+class OutboxError(PublishError):
+    """The durable outbox (SQLite) cannot be opened or written."""
+
+
+class AudioError(EdgeAgentError):
+    """The audio path failed: a capture source, the features, or the audio encoder's inputs."""

@@ -77,36 +77,131 @@ class ModelSettings(BaseModel):
 
 
 class AudioSettings(BaseModel):
-    """Microphone capture."""
+    """Microphone capture, voice activity and endpointing."""
 
     model_config = _SECTION
 
     enabled: bool = Field(True, description="Capture audio from the microphone: true or false.")
     source: Literal["command", "pyaudio", "file"] = Field(
         "command",
-        description='Where PCM comes from: "command" (a program writing raw S16LE mono to '
-        'stdout, e.g. arecord), "pyaudio" (needs the audio extra) or "file" (a WAV file).',
+        description='Where PCM comes from: "command" (a program writing raw PCM to stdout, e.g. '
+        'arecord), "pyaudio" (a PortAudio device; needs the audio extra) or "file" (a WAV file).',
     )
     device: str = Field(
         "default",
         min_length=1,
-        description='Capture device: an ALSA PCM name such as "default" or "plughw:1,0"; for '
-        "pyaudio a device-name substring or index.",
+        description='Capture device: an ALSA PCM name such as "default" or "plughw:1,0" ({device} '
+        'in the command); for pyaudio a device index, a name substring, or "default".',
     )
     command: tuple[str, ...] = Field(
-        ("arecord", "-q", "-t", "raw", "-f", "S16_LE", "-c", "1", "-r", "{rate}", "-D", "{device}"),
+        (
+            *("arecord", "-q", "-t", "raw", "-f", "{format}"),
+            *("-c", "{channels}", "-r", "{rate}", "-D", "{device}"),
+        ),
         min_length=1,
-        description='Argument vector of the "command" source; {rate} and {device} are substituted.',
+        description='Argument vector of the "command" source; {rate}, {channels}, {format} and '
+        "{device} are substituted. It must write raw interleaved PCM to stdout.",
+    )
+    sample_format: Literal["S16_LE", "S32_LE", "FLOAT_LE"] = Field(
+        "S16_LE",
+        description='PCM sample format the command writes: "S16_LE", "S32_LE" or "FLOAT_LE".',
     )
     file: Path | None = Field(
-        None, description='WAV file read by the "file" source (16-bit PCM, mono).'
+        None,
+        description='WAV file read by the "file" source (8/16/24/32-bit PCM, any rate and '
+        "channel count).",
     )
+    file_realtime: bool = Field(
+        True,
+        description="Pace the file source in real time (true) or read it as fast as possible "
+        "(false).",
+    )
+    file_loop: bool = Field(False, description="Start the file over at its end: true or false.")
     sample_rate_hz: int = Field(
         16000,
         ge=8000,
         le=48000,
-        description="Capture sample rate, Hz, 8000-48000; resampled to the model's 16000.",
+        description="Capture sample rate of the command and pyaudio sources, Hz, 8000-48000 "
+        "(a file has its own); resampled to the model's 16000.",
     )
+    channels: int = Field(
+        1, ge=1, le=32, description="Channels the command or pyaudio source delivers, 1-32."
+    )
+    channel: int | None = Field(
+        None,
+        ge=0,
+        le=31,
+        description="Channel to keep, counted from 0, 0-31. Unset: the mean of all channels.",
+    )
+    gain_db: float = Field(
+        0.0, ge=-40, le=40, description="Gain applied to captured audio, dB, -40 to 40."
+    )
+    block_ms: int = Field(
+        20, ge=5, le=500, description="Audio read from the source at a time, ms, 5-500."
+    )
+    reopen_backoff_initial_s: float = Field(
+        0.5,
+        gt=0,
+        le=600,
+        description="Delay before reopening a source that died, s, above 0 and at most 600; it "
+        "doubles with every further failure.",
+    )
+    reopen_backoff_max_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Cap of the doubling reopen delay, s, at least reopen_backoff_initial_s and "
+        "at most 3600.",
+    )
+    vad: Literal["silero", "energy"] = Field(
+        "silero",
+        description='Voice activity detector: "silero" (Silero VAD, a small neural network, run '
+        'only while an energy gate hears something) or "energy" (speech-band energy over an '
+        "adaptive noise floor: cheaper, and fooled by low SNR and changing noise).",
+    )
+    vad_threshold: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Speech probability above which a 10 ms frame counts as speech, above 0 and "
+        "below 1.",
+    )
+    vad_start_ms: int = Field(
+        100,
+        ge=10,
+        le=2000,
+        description="Speech needed to start an utterance, ms, 10-2000: frames above the threshold "
+        "within the last vad_start_ms plus half as much again.",
+    )
+    vad_hangover_ms: int = Field(
+        500,
+        ge=50,
+        le=5000,
+        description="Silence that ends an utterance, ms, 50-5000 (the end time reported is the "
+        "last speech frame's).",
+    )
+    vad_pre_roll_ms: int = Field(
+        300,
+        ge=0,
+        le=2000,
+        description="Audio kept from before an utterance's start and handed to the encoder with "
+        "it, ms, 0-2000.",
+    )
+    vad_max_utterance_s: float = Field(
+        30.0,
+        ge=1,
+        le=600,
+        description="Longest utterance, s, 1-600; speech that goes on is cut into utterances of "
+        "this length.",
+    )
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> Self:
+        if self.reopen_backoff_max_s < self.reopen_backoff_initial_s:
+            raise ValueError("reopen_backoff_max_s must be >= reopen_backoff_initial_s")
+        if self.channel is not None and self.channel >= self.channels:
+            raise ValueError(f"channel {self.channel} needs channels > {self.channel}")
+        return self
 
 
 class CameraSettings(BaseModel):
@@ -131,34 +226,130 @@ class CameraSettings(BaseModel):
 
 
 class MqttSettings(BaseModel):
-    """The MQTT broker and topics."""
+    """The MQTT broker, topics, outbox and Home Assistant discovery (contract: docs/mqtt.md)."""
 
     model_config = _SECTION
 
-    host: str = Field("localhost", min_length=1, description="Broker host name or address.")
+    enabled: bool = Field(
+        True,
+        description="Run the MQTT publisher and the command stage (the assistant): true or false.",
+    )
+    host: str | None = Field(
+        None,
+        min_length=1,
+        description="Broker host name or address. Unset: an embedded broker on 127.0.0.1:port "
+        "(see embedded_broker).",
+    )
     port: int = Field(1883, ge=1, le=65535, description="Broker TCP port, 1-65535.")
+    embedded_broker: Literal["auto", "mosquitto", "amqtt"] = Field(
+        "auto",
+        description='Broker run when host is unset, on loopback only: "mosquitto" (the installed '
+        'binary, MQTT 5 and 3.1.1, persistent), "amqtt" (in-process, MQTT 3.1.1 only) or "auto" '
+        "(mosquitto when installed, else amqtt).",
+    )
     tls: bool = Field(False, description="Connect with TLS: true or false.")
     ca_file: Path | None = Field(
-        None, description="CA bundle (PEM) for TLS. Unset: the system's trust store."
+        None,
+        description="CA bundle (PEM) for TLS (used when tls is true). Unset: the system's trust "
+        "store.",
+    )
+    client_cert_file: Path | None = Field(
+        None, description="Client certificate (PEM) for TLS client authentication. Unset: none."
+    )
+    client_key_file: Path | None = Field(
+        None,
+        description="Private key (PEM) of client_cert_file. Unset: the key is in client_cert_file.",
     )
     username: str | None = Field(None, description="User name. Unset: anonymous.")
     password: SecretStr | None = Field(
         None, description="Password; prefer EDGEAGENT_MQTT__PASSWORD to a file."
     )
-    protocol: Literal["5", "3.1.1"] = Field("5", description='MQTT version: "5" or "3.1.1".')
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5",
+        description='MQTT version: "5" or "3.1.1". With "5", a broker that refuses version 5 is '
+        "retried with 3.1.1.",
+    )
     device_id: Name | None = Field(
-        None, description="Device id in topics and the client id. Unset: the host name."
+        None,
+        description="Device id in topics and the client id. Unset: the host name, lower-cased, "
+        "other characters than a-z 0-9 _ - replaced by -.",
     )
     base_topic: TopicSegment = Field(
         "edgeagent", description="First topic level; topics are <base_topic>/<device_id>/..."
     )
+    client_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="MQTT client id, fixed so the broker keeps the session. "
+        "Unset: edgeagent-<device_id>.",
+    )
     keepalive_s: int = Field(60, ge=5, le=3600, description="Keep-alive interval, s, 5-3600.")
     session_expiry_s: int = Field(
         86400,
-        ge=0,
+        ge=1,
         le=4_294_967_295,
-        description="MQTT 5 session expiry, s, 0-4294967295; the broker keeps QoS 1 messages "
-        "for an offline device this long.",
+        description="MQTT 5 session expiry, s, 1-4294967295; the broker keeps the session "
+        "(subscriptions, queued commands) of an offline device this long.",
+    )
+    connect_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="Time allowed for a connection, a subscription or a PUBACK, s, above 0 and "
+        "at most 600.",
+    )
+    reconnect_initial_s: float = Field(
+        0.5,
+        gt=0,
+        le=3600,
+        description="Delay before the first reconnection, s, above 0 and at most 3600; it "
+        "doubles after every failure, with up to 25% random jitter.",
+    )
+    reconnect_max_s: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="Cap of the reconnection delay, s, at least reconnect_initial_s and at "
+        "most 86400.",
+    )
+    max_inflight: int = Field(
+        20,
+        ge=1,
+        le=65535,
+        description="QoS 1 messages sent and awaiting PUBACK at once, 1-65535.",
+    )
+    outbox_max_messages: int = Field(
+        50_000,
+        ge=1,
+        le=10_000_000,
+        description="Results the outbox holds before overflow, 1-10000000.",
+    )
+    outbox_max_mb: float = Field(
+        32.0,
+        gt=0,
+        le=65536,
+        description="Payload bytes the outbox holds before overflow, MiB, above 0 and at most "
+        "65536.",
+    )
+    outbox_overflow: Literal["drop_oldest", "drop_newest"] = Field(
+        "drop_oldest",
+        description='What a full outbox discards: "drop_oldest" (the oldest unsent results) or '
+        '"drop_newest" (the incoming result). Discards are counted in the state message.',
+    )
+    max_command_bytes: int = Field(
+        65536,
+        ge=64,
+        le=16_777_216,
+        description="Largest command payload accepted, bytes, 64-16777216; larger ones get an "
+        "error event.",
+    )
+    state_interval_s: float = Field(
+        60.0,
+        ge=1,
+        le=86400,
+        description="The retained state message is refreshed at least this often, s, 1-86400 "
+        "(and at once when tier, mute, listening, task or model change).",
     )
     homeassistant_discovery: bool = Field(
         True, description="Publish Home Assistant device discovery: true or false."
@@ -166,6 +357,14 @@ class MqttSettings(BaseModel):
     discovery_prefix: TopicSegment = Field(
         "homeassistant", description="Home Assistant discovery prefix."
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        if self.client_key_file is not None and self.client_cert_file is None:
+            raise ValueError("client_key_file needs client_cert_file")
+        return self
 
 
 class GovernorSettings(BaseModel):

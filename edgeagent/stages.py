@@ -14,11 +14,19 @@ Contract of ``run()``:
 - Other stages see ``ctx.draining`` set once intake has stopped; they finish
   the work already queued and return. Whatever is still running after
   ``daemon.shutdown_timeout_s`` is cancelled.
+- Late stages (``late = True``: the MQTT publisher) carry the others' output
+  out of the daemon. They see ``ctx.upstream_done`` set once every other stage
+  has finished (or was cancelled), then flush and return within another
+  ``daemon.shutdown_timeout_s``.
 
-Later issues register their stages (capture, encoders, conversation,
-publisher) in :data:`BUILTIN_STAGES` as ``"module:attribute"`` paths, imported
-only when a configuration names them; tests and plugins may call
-:func:`register_stage`.
+Stages exchange typed events (:mod:`edgeagent.events`) through the bounded
+queues of ``ctx.channels``.
+
+Optional stages (capture, encoders, …) are registered in :data:`BUILTIN_STAGES`
+as ``"module:attribute"`` paths, imported only when a configuration names
+them; tests and plugins may call :func:`register_stage`. The core stages that
+need shared services — the MQTT publisher and the assistant — are wired by
+:func:`edgeagent.daemon.build_supervisor` when ``mqtt.enabled`` is true.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from edgeagent.errors import ConfigError
+from edgeagent.events import Channels
 from edgeagent.sdnotify import Notifier
 from edgeagent.settings import Settings
 
@@ -43,6 +52,10 @@ class StageContext:
     notifier: Notifier
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     """Set at shutdown once intake has stopped: finish queued work and return."""
+    upstream_done: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set at shutdown once every stage but the late ones has finished."""
+    channels: Channels = field(default_factory=Channels)
+    """The queues stages exchange events through."""
 
 
 class Stage(ABC):
@@ -50,6 +63,9 @@ class Stage(ABC):
 
     intake: ClassVar[bool] = False
     """True for sources of new work, which are cancelled first at shutdown."""
+
+    late: ClassVar[bool] = False
+    """True for stages that carry the others' output out (the publisher): drained last."""
 
     @abstractmethod
     async def run(self) -> None:

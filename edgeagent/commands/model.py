@@ -1,4 +1,5 @@
-"""``edgeagent model``: make random-weight checkpoints (``init``), describe one (``info``)."""
+"""``edgeagent model``: make random-weight checkpoints (``init``), describe one (``info``),
+write its quantized copy (``quantize``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, TextIO
 
 from edgeagent.engine.checkpoint import open_checkpoint
 from edgeagent.engine.presets import get_preset, preset_names, tensor_specs, write_checkpoint
+from edgeagent.engine.quantize import BITS, BLOCK_SIZES, quantize_checkpoint
 from edgeagent.engine.safetensors_io import safetensors_dtype
 
 _PROGRESS_MIN_BYTES = 64 * 1024 * 1024  # smaller models are written without a progress bar
@@ -23,7 +25,7 @@ def register(subparsers: Any) -> None:
         help="create or inspect Gemma 3n checkpoints",
         description="Create random-weight checkpoints in the real layout, or describe one.",
     )
-    sub = parser.add_subparsers(dest="model_command", metavar="{init,info}", required=True)
+    sub = parser.add_subparsers(dest="model_command", metavar="{init,info,quantize}", required=True)
 
     init = sub.add_parser(
         "init",
@@ -54,6 +56,20 @@ def register(subparsers: Any) -> None:
     info.add_argument("path", help="checkpoint directory")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(handler=run_info)
+
+    quantize = sub.add_parser(
+        "quantize",
+        help="write the 4- or 8-bit copy the quantized kernels run",
+        description="Quantize every projection and the tied LM head blockwise (ONNX Runtime "
+        "MatMulNBits layout) into DIR/edgeagent-q{bits}b{block}/, memory-mappable and reused "
+        'by every later load with kernels = "quantized". Rewrites a stale copy.',
+    )
+    quantize.add_argument("path", metavar="DIR", help="checkpoint directory")
+    quantize.add_argument("--bits", type=int, choices=BITS, default=4, help="weight bits (4)")
+    quantize.add_argument(
+        "--block-size", type=int, choices=BLOCK_SIZES, default=64, help="weights per scale (64)"
+    )
+    quantize.set_defaults(handler=run_quantize)
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -114,11 +130,28 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_quantize(args: argparse.Namespace) -> int:
+    """Write the quantized copy of a checkpoint, with a progress bar on stderr."""
+    ckpt = open_checkpoint(args.path)
+    bar = _ProgressBar(sys.stderr, unit="M weights", scale=1e6)
+    store = quantize_checkpoint(ckpt, args.bits, args.block_size, progress=bar.update)
+    bar.finish()
+    print(
+        f"wrote {args.bits}-bit copy (block {args.block_size}, {store.nbytes / 1e6:.0f} MB) "
+        f"to {store.path}"
+    )
+    return 0
+
+
 class _ProgressBar:
     """A one-line byte progress bar on a stream (redrawn in place on a terminal)."""
 
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
+    def __init__(
+        self, stream: TextIO, width: int = 30, unit: str = "GB", scale: float = 1e9
+    ) -> None:
         self.stream = stream
+        self.unit = unit
+        self.scale = scale
         self.width = width
         self.tty = stream.isatty()
         self.start = time.monotonic()
@@ -130,10 +163,15 @@ class _ProgressBar:
             return
         self.last_percent = percent
         filled = self.width * done // max(1, total)
-        rate = done / max(1e-9, time.monotonic() - self.start) / 1e6
+        rate = done / max(1e-9, time.monotonic() - self.start)
+        speed = (
+            f"{rate / 1e6:.0f} MB/s"
+            if self.unit == "GB"
+            else f"{rate / self.scale:.1f} {self.unit}/s"
+        )
         line = (
             f"[{'#' * filled}{'.' * (self.width - filled)}] {percent:3d}% "
-            f"{done / 1e9:.2f}/{total / 1e9:.2f} GB {rate:.0f} MB/s"
+            f"{done / self.scale:.2f}/{total / self.scale:.2f} {self.unit} {speed}"
         )
         self.stream.write(("\r" + line) if self.tty else (line + "\n"))
         self.stream.flush()

@@ -156,6 +156,12 @@ class Checkpoint:
         """Header entry of a tensor by its full stored name."""
         return self._file_of(full_name).info(full_name)
 
+    def location(self, name: str) -> tuple[Path, int, TensorInfo]:
+        """``(file, absolute byte offset, header entry)`` of text tensor ``name`` (for pread)."""
+        full = self.prefix + name
+        f = self._file_of(full)
+        return f.path, f.byte_range(full)[0], f.info(full)
+
     def raw_tensor(self, full_name: str) -> np.ndarray:
         """Zero-copy view of a tensor by its full stored name (e.g. ``model.audio_tower.…``)."""
         return self._file_of(full_name).get(full_name)

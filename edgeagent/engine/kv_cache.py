@@ -4,6 +4,10 @@ Only the first ``L − num_kv_shared_layers`` layers own a cache; KV-shared
 layers read the keys and values their producer (the last owner of the same
 attention type) made in the same forward step. Sliding layers keep a ring of
 ``sliding_window`` positions, full-attention layers the whole context.
+
+Entries are stored as float32, float16, or int8 with one float32 scale per
+token and head (``absmax / 127``: a quarter of float32's memory plus 4 bytes
+per 256-wide head); attention always reads float32.
 """
 
 from __future__ import annotations
@@ -17,75 +21,152 @@ from edgeagent.errors import EngineError
 
 F32 = np.float32
 
+KV_DTYPES = ("fp32", "fp16", "int8")
+
 KVView = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""Keys ``[S, n_kv, hd]``, values ``[S, n_kv, hd]`` and their positions ``[S]`` (−1: empty)."""
+"""Keys ``[n_kv, S, hd]``, values ``[n_kv, S, hd]`` and their positions ``[S]`` (−1: empty).
+
+Head-major, as stored: attention reads each head's keys as one matrix, no copy."""
 
 
 class ContextFullError(EngineError):
     """The conversation outgrew ``max_context`` tokens."""
 
 
+def check_kv_dtype(dtype: str) -> str:
+    """``dtype`` if it is one of :data:`KV_DTYPES`, else EngineError."""
+    if dtype not in KV_DTYPES:
+        raise EngineError(f"unknown KV-cache dtype {dtype!r}; choose one of {', '.join(KV_DTYPES)}")
+    return dtype
+
+
+class KVStore:
+    """``rows`` entries of ``[n_kv, hd]`` in one storage dtype, head-major ``[n_kv, rows, hd]``,
+    read back as float32."""
+
+    def __init__(self, rows: int, n_kv: int, head_dim: int, dtype: str) -> None:
+        self.dtype = check_kv_dtype(dtype)
+        storage = {"fp32": F32, "fp16": np.float16, "int8": np.int8}[dtype]
+        self.data = np.zeros((n_kv, rows, head_dim), dtype=storage)  # [n_kv, R, hd]
+        # int8: one scale per entry and head; float storage needs none
+        self.scale = np.zeros((n_kv, rows) if dtype == "int8" else (n_kv, 0), dtype=F32)
+
+    def write(self, where: slice | np.ndarray, x: np.ndarray) -> None:
+        """Store ``x`` ``[T, n_kv, hd]`` float32 at rows ``where``."""
+        heads = x.transpose(1, 0, 2)  # [n_kv, T, hd]
+        if self.dtype != "int8":
+            self.data[:, where] = heads
+            return
+        absmax = np.max(np.abs(heads), axis=-1)  # [n_kv, T]
+        scale = np.where(absmax > 0, absmax / F32(127.0), F32(1.0)).astype(F32)
+        self.data[:, where] = np.rint(heads / scale[..., None])
+        self.scale[:, where] = scale
+
+    def read(self, where: slice | np.ndarray) -> np.ndarray:
+        """Rows ``where`` as float32 ``[n_kv, S, hd]`` (a view for float32 storage and a slice)."""
+        if self.dtype == "fp32":
+            return self.data[:, where]
+        if self.dtype == "fp16":
+            return self.data[:, where].astype(F32)
+        return self.data[:, where].astype(F32) * self.scale[:, where][..., None]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held, in bytes."""
+        return self.data.nbytes + self.scale.nbytes
+
+
 class GlobalKV:
     """Full-attention cache: positions ``0 … capacity−1`` in order."""
 
-    def __init__(self, capacity: int, n_kv: int, head_dim: int) -> None:
-        self.k = np.zeros((capacity, n_kv, head_dim), dtype=F32)  # [C, n_kv, hd]
-        self.v = np.zeros((capacity, n_kv, head_dim), dtype=F32)
+    def __init__(self, capacity: int, n_kv: int, head_dim: int, dtype: str = "fp32") -> None:
+        self.k = KVStore(capacity, n_kv, head_dim, dtype)  # [n_kv, C, hd]
+        self.v = KVStore(capacity, n_kv, head_dim, dtype)
+        self.capacity = capacity
         self.length = 0
 
     def extend(self, k_new: np.ndarray, v_new: np.ndarray, positions: np.ndarray) -> KVView:
         """Append ``T`` new rows at ``positions`` and return everything cached so far."""
         start, end = int(positions[0]), int(positions[-1]) + 1
-        if end > self.k.shape[0]:
+        if end > self.capacity:
             raise ContextFullError(
-                f"context full: position {end - 1} exceeds max_context {self.k.shape[0]}"
+                f"context full: position {end - 1} exceeds max_context {self.capacity}"
             )
-        self.k[start:end] = k_new
-        self.v[start:end] = v_new
+        self.k.write(slice(start, end), k_new)
+        self.v.write(slice(start, end), v_new)
         self.length = end
-        return self.k[:end], self.v[:end], np.arange(end)
+        return self.k.read(slice(0, end)), self.v.read(slice(0, end)), np.arange(end)
 
 
 class SlidingKV:
-    """Sliding-window cache: a ring of ``window`` slots, slot = position mod window."""
+    """Sliding-window cache: a ring of ``slots`` entries, slot = position mod slots.
 
-    def __init__(self, window: int, n_kv: int, head_dim: int) -> None:
-        self.k = np.zeros((window, n_kv, head_dim), dtype=F32)  # [W, n_kv, hd]
-        self.v = np.zeros((window, n_kv, head_dim), dtype=F32)
-        self.pos = np.full(window, -1, dtype=np.int64)  # [W]
+    ``slots`` is the window, or the context when that is shorter (positions
+    then never wrap around).
+    """
+
+    def __init__(
+        self, window: int, n_kv: int, head_dim: int, dtype: str = "fp32", slots: int | None = None
+    ) -> None:
+        self.window = window
+        self.slots = min(window, slots or window)
+        self.k = KVStore(self.slots, n_kv, head_dim, dtype)  # [n_kv, slots, hd]
+        self.v = KVStore(self.slots, n_kv, head_dim, dtype)
+        self.pos = np.full(self.slots, -1, dtype=np.int64)  # [slots]
 
     def extend(self, k_new: np.ndarray, v_new: np.ndarray, positions: np.ndarray) -> KVView:
-        """Return the ring's old entries plus the ``T`` new ones, then keep the newest in the ring.
+        """Return the ring's entries plus the ``T`` new ones, and keep the newest in the ring.
 
-        The caller's window mask decides which of them each query sees, so a
-        chunk longer than the window still attends correctly.
+        One new token (decode) is written in place and the ring itself is
+        returned: the slot it overwrites is a position the window no longer
+        shows. Several tokens (prefill) see the old ring beside themselves,
+        since a later token's slot may hold a position an earlier one still
+        sees; the caller's window mask decides which of them each query sees,
+        so a chunk longer than the window still attends correctly.
         """
-        keys = np.concatenate([self.k, k_new])  # [W+T, n_kv, hd]
-        values = np.concatenate([self.v, v_new])
-        pos = np.concatenate([self.pos, positions])
-        window = self.k.shape[0]
-        keep = slice(max(0, len(positions) - window), len(positions))
-        slots = positions[keep] % window
-        self.k[slots] = k_new[keep]
-        self.v[slots] = v_new[keep]
-        self.pos[slots] = positions[keep]
+        slots = self.slots
+        everything = slice(0, slots)
+        if len(positions) == 1:
+            slot = int(positions[0]) % slots
+            self.k.write(slice(slot, slot + 1), k_new)
+            self.v.write(slice(slot, slot + 1), v_new)
+            self.pos[slot] = positions[0]
+            return self.k.read(everything), self.v.read(everything), self.pos.copy()
+        # ring entries the earliest new token can still see (none on a fresh prefill)
+        old = np.flatnonzero(self.pos >= max(0, int(positions[0]) - self.window + 1))
+        # [n_kv, ≤W+T, hd]
+        keys = np.concatenate([self.k.read(old), k_new.transpose(1, 0, 2)], axis=1)
+        values = np.concatenate([self.v.read(old), v_new.transpose(1, 0, 2)], axis=1)
+        pos = np.concatenate([self.pos[old], positions])
+        keep = slice(max(0, len(positions) - slots), len(positions))
+        ring = positions[keep] % slots
+        self.k.write(ring, k_new[keep])
+        self.v.write(ring, v_new[keep])
+        self.pos[ring] = positions[keep]
         return keys, values, pos
 
 
 class KVCache:
     """The caches of one conversation, keyed by owning layer index."""
 
-    def __init__(self, config: TextConfig, max_context: int, layers: Iterable[int]) -> None:
+    def __init__(
+        self,
+        config: TextConfig,
+        max_context: int,
+        layers: Iterable[int],
+        dtype: str = "fp32",
+    ) -> None:
         self.max_context = max_context
+        self.dtype = check_kv_dtype(dtype)
         self.layers: dict[int, GlobalKV | SlidingKV] = {}
         n_kv, hd = config.num_key_value_heads, config.head_dim
         for i in layers:
             if config.kv_source(i) != i:
                 continue
             if config.is_sliding(i):
-                self.layers[i] = SlidingKV(config.sliding_window, n_kv, hd)
+                self.layers[i] = SlidingKV(config.sliding_window, n_kv, hd, dtype, max_context)
             else:
-                self.layers[i] = GlobalKV(max_context, n_kv, hd)
+                self.layers[i] = GlobalKV(max_context, n_kv, hd, dtype)
 
     @property
     def nbytes(self) -> int:

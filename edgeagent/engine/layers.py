@@ -7,20 +7,23 @@ input width, ``I`` the FFN width a tier runs. Everything is float32.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgeagent.engine.config import TextConfig
+from edgeagent.engine.kernels import FFN, LayerKernels
 from edgeagent.engine.kv_cache import KVView
 from edgeagent.engine.reference import (
     F32,
-    apply_rope,
     attention,
-    gaussian_topk,
     gelu_tanh,
     linear,
     rms_norm,
+    rope_tables,
+    rotate,
+    sparsity_cutoff,
 )
 from edgeagent.engine.weights import AltUpWeights, AttentionWeights, LayerWeights
 
@@ -33,6 +36,13 @@ class Step:
 
     positions: np.ndarray  # [T] absolute positions
     inv_freq: dict[bool, np.ndarray]  # is_sliding -> [hd/2] rotary frequencies
+    _rope: dict[bool, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def rope(self, sliding: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``cos``, ``sin`` ``[T, 1, hd]`` of this step's positions, computed once per type."""
+        if sliding not in self._rope:
+            self._rope[sliding] = rope_tables(self.positions, self.inv_freq[sliding])
+        return self._rope[sliding]
 
 
 def router_modalities(w: AltUpWeights, x: np.ndarray, cfg: TextConfig) -> np.ndarray:
@@ -62,53 +72,83 @@ def altup_correct(
     return predictions + coefs.T[:, :, None] * innovation[None]  # [n, T, H]
 
 
-def laurel(lw: LayerWeights, x: np.ndarray, cfg: TextConfig) -> np.ndarray:
+def laurel(k: LayerKernels, lw: LayerWeights, x: np.ndarray, cfg: TextConfig) -> np.ndarray:
     """LAuReL: ``x + post_laurel_norm(right(left(x)))``, a low-rank residual. ``[T, H]``."""
-    low = linear(x, lw.laurel_left)  # [T, H] -> [T, r]
-    return x + rms_norm(linear(low, lw.laurel_right), lw.post_laurel_norm, cfg.rms_norm_eps)
+    low_rank = k.laurel(x)  # [T, H] -> [T, r] -> [T, H]
+    return x + rms_norm(low_rank, lw.post_laurel_norm, cfg.rms_norm_eps)
 
 
-def project_kv(
-    w: AttentionWeights, x: np.ndarray, step: Step, sliding: bool, cfg: TextConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """New keys (normed, rotated) and values (normed): ``[T, H] -> 2 × [T, n_kv, hd]``."""
-    assert w.k_proj is not None and w.v_proj is not None
-    shape = (x.shape[0], cfg.num_key_value_heads, cfg.head_dim)
-    k = rms_norm(linear(x, w.k_proj).reshape(shape), w.k_norm, cfg.rms_norm_eps)
-    k = apply_rope(k, step.positions, step.inv_freq[sliding])
-    v = rms_norm(linear(x, w.v_proj).reshape(shape), None, cfg.rms_norm_eps)
-    return k, v
+def project_qkv(
+    k: LayerKernels, w: AttentionWeights, x: np.ndarray, step: Step, sliding: bool, cfg: TextConfig
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Queries (normed, rotated) ``[T, nH, hd]``; on cache-owning layers also keys (normed,
+    rotated) and values (normed) ``[T, n_kv, hd]``, else ``None``."""
+    t, eps = x.shape[0], cfg.rms_norm_eps
+    cos, sin = step.rope(sliding)
+    projected = k.attn_in(x)  # [T, nH*hd] (, [T, n_kv*hd], [T, n_kv*hd])
+    q = rms_norm(projected[0].reshape(t, cfg.num_attention_heads, cfg.head_dim), w.q_norm, eps)
+    q = rotate(q, cos, sin)
+    if len(projected) == 1:
+        return q, None, None
+    shape = (t, cfg.num_key_value_heads, cfg.head_dim)
+    keys = rotate(rms_norm(projected[1].reshape(shape), w.k_norm, eps), cos, sin)
+    values = rms_norm(projected[2].reshape(shape), None, eps)
+    return q, keys, values
 
 
 def self_attention(
-    w: AttentionWeights, x: np.ndarray, kv: KVView, step: Step, sliding: bool, cfg: TextConfig
+    k: LayerKernels, q: np.ndarray, kv: KVView, step: Step, sliding: bool, cfg: TextConfig
 ) -> np.ndarray:
-    """Attention of the new tokens over ``kv`` (cache plus themselves): ``[T, H] -> [T, H]``."""
-    shape = (x.shape[0], cfg.num_attention_heads, cfg.head_dim)
-    q = rms_norm(linear(x, w.q_proj).reshape(shape), w.q_norm, cfg.rms_norm_eps)  # [T, nH, hd]
-    q = apply_rope(q, step.positions, step.inv_freq[sliding])
+    """Attention of the new queries over ``kv`` (cache plus themselves): ``-> [T, H]``."""
     keys, values, k_pos = kv
     window = cfg.sliding_window if sliding else None
     out = attention(q, keys, values, step.positions, k_pos, window)  # [T, nH, hd]
-    return linear(out.reshape(x.shape[0], -1), w.o_proj)  # [T, nH*hd] -> [T, H]
+    return k.o_proj(out.reshape(q.shape[0], -1))  # [T, nH*hd] -> [T, H]
 
 
-def mlp(lw: LayerWeights, x: np.ndarray, width: int, sparsity: float) -> np.ndarray:
-    """Gated GELU FFN on the first ``width`` units (a MatFormer slab): ``[T, H] -> [T, H]``."""
-    gate_proj, up_proj, down_proj = lw.ffn_slab(width)
-    gate = linear(x, gate_proj)  # [T, H] -> [T, I]
+def mlp(ffn: FFN, x: np.ndarray, width: int, sparsity: float) -> np.ndarray:
+    """Gated GELU FFN on the first ``width`` units (MatFormer slabs): ``[T, H] -> [T, H]``.
+
+    ``down(gelu(gate) · up)``; with activation sparsity, ``gate`` first becomes
+    ``relu(gate − cutoff)``, the cutoff taken over all ``width`` units.
+    """
+    slabs = ffn.slabs(width)
+    if all(slab.fused is not None for slab in slabs):
+        return _sum(slab.fused(x) for slab in slabs if slab.fused is not None)
+    parts = []
+    for slab in slabs:
+        assert slab.gate_up is not None
+        parts.append(slab.gate_up(x))  # gate, up [T, stop-start]
+    cutoff = None
     if sparsity > 0.0:
-        gate = gaussian_topk(gate, sparsity)
-    up = linear(x, up_proj)  # [T, I]
-    return linear(gelu_tanh(gate) * up, down_proj)  # [T, I] -> [T, H]
+        gate = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts], -1)
+        cutoff = sparsity_cutoff(gate, sparsity)  # [T, 1]
+    outputs = []
+    for slab, (gate_part, up_part) in zip(slabs, parts, strict=True):
+        assert slab.down is not None
+        outputs.append(slab.down(gate_part, up_part, cutoff))  # [T, I_slab] -> [T, H]
+    return _sum(outputs)
+
+
+def _sum(arrays: Iterable[np.ndarray]) -> np.ndarray:
+    """Sum of slab outputs (a fresh array: kernels may reuse their output buffers)."""
+    it = iter(arrays)
+    total = next(it).copy()
+    for a in it:
+        total += a
+    return total
 
 
 def per_layer_update(
-    lw: LayerWeights, first: np.ndarray, per_layer_input: np.ndarray, cfg: TextConfig
+    k: LayerKernels,
+    lw: LayerWeights,
+    first: np.ndarray,
+    per_layer_input: np.ndarray,
+    cfg: TextConfig,
 ) -> np.ndarray:
     """The per-layer input gate: ``[T, H], [T, Hp] -> [T, H]`` added to streams 1…n−1."""
     if cfg.altup_correct_scale:
         first = first * lw.altup.correct_output_scale
-    gated = gelu_tanh(linear(first, lw.per_layer_input_gate)) * per_layer_input  # [T, Hp]
-    projected = linear(gated, lw.per_layer_projection)  # [T, Hp] -> [T, H]
+    gated = gelu_tanh(k.per_layer_input_gate(first)) * per_layer_input  # [T, Hp]
+    projected = k.per_layer_projection(gated)  # [T, Hp] -> [T, H]
     return rms_norm(projected, lw.post_per_layer_input_norm, cfg.rms_norm_eps)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgeagent.engine.checkpoint import Checkpoint
 from edgeagent.engine.config import TextConfig
-from edgeagent.engine.kv_cache import KVCache, KVView
+from edgeagent.engine.kernels import ModelKernels, reference_kernels
+from edgeagent.engine.kv_cache import KVCache, KVView, check_kv_dtype
 from edgeagent.engine.layers import (
     INV_SQRT2,
     Step,
@@ -24,15 +27,23 @@ from edgeagent.engine.layers import (
     laurel,
     mlp,
     per_layer_update,
-    project_kv,
+    project_qkv,
     self_attention,
 )
-from edgeagent.engine.reference import F32, as_f32, linear, rms_norm, rope_inv_freq, softcap
+from edgeagent.engine.reference import F32, rms_norm, rope_inv_freq, softcap
+from edgeagent.engine.safetensors_io import numpy_dtype
+from edgeagent.engine.tables import RowTable
 from edgeagent.engine.tiers import TierPlan, named_tiers
 from edgeagent.engine.weights import TextWeights
 from edgeagent.errors import EngineError, TierError
 
+if TYPE_CHECKING:
+    from edgeagent.engine.audio import AudioEncoder
+
 _LOGGER = logging.getLogger(__name__)
+
+DEFAULT_ROW_CACHE = 1024
+"""Rows of each embedding table kept in memory (E2B per-layer rows: 15 KB each)."""
 
 
 @dataclass
@@ -48,11 +59,23 @@ class RunState:
 class TextModel:
     """Gemma 3n's text decoder over one loaded checkpoint."""
 
-    def __init__(self, checkpoint: Checkpoint, max_context: int = 4096) -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        max_context: int = 4096,
+        kernels: ModelKernels | None = None,
+        kv_dtype: str = "fp32",
+        row_cache: int = DEFAULT_ROW_CACHE,
+    ) -> None:
         self.checkpoint = checkpoint
         self.config: TextConfig = checkpoint.config
         self.weights = TextWeights.from_checkpoint(checkpoint)
+        self.kernels = kernels or reference_kernels(self.weights)
+        # the embedding tables stay on disk; lookups read rows into small LRUs
+        self.embed_rows = _row_table(checkpoint, "embed_tokens.weight", row_cache)
+        self.per_layer_rows = _row_table(checkpoint, "embed_tokens_per_layer.weight", row_cache)
         self.max_context = max_context
+        self.kv_dtype = check_kv_dtype(kv_dtype)
         self.tiers: dict[str, TierPlan] = named_tiers(self.config, checkpoint.declared_tiers)
         hd = self.config.head_dim
         self._inv_freq = {
@@ -67,6 +90,13 @@ class TextModel:
         """The checkpoint's tokenizer, or ``None`` when it has no ``tokenizer.json``."""
         return self.checkpoint.tokenizer
 
+    @cached_property
+    def audio(self) -> AudioEncoder:
+        """The checkpoint's audio encoder (reference kernels), built on first use."""
+        from edgeagent.engine.audio import load_audio  # noqa: PLC0415 - only when audio is used
+
+        return load_audio(self.checkpoint)
+
     # -- tiers and state -------------------------------------------------
 
     def tier(self, tier: str | TierPlan | None = None) -> TierPlan:
@@ -74,7 +104,9 @@ class TextModel:
         if tier is None:
             return self.tiers["full"]
         if isinstance(tier, TierPlan):
-            return tier.validate(self.config)
+            plan = tier.validate(self.config)
+            self.kernels.check_widths(plan.ffn_dims, plan.layers())
+            return plan
         try:
             return self.tiers[tier]
         except KeyError:
@@ -88,7 +120,8 @@ class TextModel:
         """A fresh conversation state with caches for the tier's cache-owning layers."""
         plan = self.tier(tier)
         capacity = max_context or self.max_context
-        return RunState(tier=plan, cache=KVCache(self.config, capacity, plan.layers()))
+        cache = KVCache(self.config, capacity, plan.layers(), self.kv_dtype)
+        return RunState(tier=plan, cache=cache)
 
     # -- the forward pass ----------------------------------------------------
 
@@ -133,13 +166,13 @@ class TextModel:
         hidden = self.final_hidden(streams)  # [T, H]
         if not all_logits:
             hidden = hidden[-1:]
-        logits = softcap(linear(hidden, self.weights.embed_tokens), cfg.final_logit_softcapping)
+        logits = softcap(self.kernels.lm_head(hidden), cfg.final_logit_softcapping)  # [T, V]
         return logits if all_logits else logits[0]
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """Token embeddings scaled by √H: ``[T] -> [T, H]``."""
         scale = F32(math.sqrt(self.config.hidden_size))
-        return as_f32(self.weights.embed_tokens[ids]) * scale
+        return self.embed_rows.rows(ids) * scale
 
     def per_layer_inputs(self, ids: np.ndarray, x0: np.ndarray) -> np.ndarray:
         """Per-layer inputs ``[T, L, Hp]``: projected embedding plus per-layer embedding, · 2^-½.
@@ -149,17 +182,15 @@ class TextModel:
         cfg = self.config
         n, hp = cfg.num_hidden_layers, cfg.hidden_size_per_layer_input
         w = self.weights
-        proj = linear(x0, w.per_layer_model_projection) * F32(cfg.hidden_size**-0.5)  # [T, L*Hp]
+        proj = self.kernels.per_layer_model_projection(x0) * F32(cfg.hidden_size**-0.5)  # [T, L*Hp]
         proj = rms_norm(proj.reshape(-1, n, hp), w.per_layer_projection_norm, cfg.rms_norm_eps)
         table_ids = np.where(ids < cfg.vocab_size_per_layer_input, ids, 0)
-        rows = as_f32(w.embed_tokens_per_layer[table_ids]) * F32(math.sqrt(hp))  # [T, L*Hp]
+        rows = self.per_layer_rows.rows(table_ids) * F32(math.sqrt(hp))  # [T, L*Hp]
         return (proj + rows.reshape(-1, n, hp)) * INV_SQRT2
 
     def altup_streams(self, x0: np.ndarray) -> np.ndarray:
         """Stream 0 is the embedding, streams 1… projections at its RMS: ``[T, H] -> [n, T, H]``."""
-        return np.stack(
-            [x0, *(_rms_matched(linear(x0, p), x0) for p in self.weights.altup_projections)]
-        )
+        return np.stack([x0, *(_rms_matched(p(x0), x0) for p in self.kernels.altup_projections)])
 
     def final_hidden(self, streams: np.ndarray) -> np.ndarray:
         """Unembed streams 1… at stream 0's RMS, average all, norm: ``[n, T, H] -> [T, H]``."""
@@ -168,8 +199,8 @@ class TextModel:
         unembedded = [
             first,
             *(
-                _rms_matched(linear(s, p), first)
-                for s, p in zip(streams[1:], w.altup_unembed_projections, strict=True)
+                _rms_matched(p(s), first)
+                for s, p in zip(streams[1:], self.kernels.altup_unembed_projections, strict=True)
             ),
         ]
         return rms_norm(np.mean(np.stack(unembedded), axis=0), w.norm, self.config.rms_norm_eps)
@@ -185,28 +216,34 @@ class TextModel:
     ) -> np.ndarray:
         """One layer: predict → attention and FFN on the active stream → correct → gate."""
         cfg = self.config
-        lw = self.weights.layers[i]
+        lw, kern = self.weights.layers[i], self.kernels.layers[i]
         sliding = cfg.is_sliding(i)
         predictions = altup_predict(lw.altup, streams, cfg)  # [n, T, H]
         active = predictions[cfg.altup_active_idx]  # [T, H]
         normed = rms_norm(active, lw.input_layernorm, cfg.rms_norm_eps)
-        laurel_out = laurel(lw, normed, cfg)
-        if cfg.kv_source(i) == i:
-            k, v = project_kv(lw.self_attn, normed, step, sliding, cfg)
-            kv = state.cache.layers[i].extend(k, v, step.positions)
+        laurel_out = laurel(kern, lw, normed, cfg)
+        q, keys, values = project_qkv(kern, lw.self_attn, normed, step, sliding, cfg)
+        if keys is not None and values is not None:
+            kv = state.cache.layers[i].extend(keys, values, step.positions)
             shared[sliding] = kv  # the last owner of each type feeds the shared layers
         else:
             kv = shared[sliding]
-        attn = self_attention(lw.self_attn, normed, kv, step, sliding, cfg)
+        attn = self_attention(kern, q, kv, step, sliding, cfg)
         attn = rms_norm(attn, lw.post_attention_layernorm, cfg.rms_norm_eps)
         attn_laurel = (active + attn + laurel_out) * INV_SQRT2  # [T, H]
         ffn_in = rms_norm(attn_laurel, lw.pre_feedforward_layernorm, cfg.rms_norm_eps)
-        ffn = mlp(lw, ffn_in, state.tier.ffn_dims[i], cfg.activation_sparsity[i])
+        ffn = mlp(kern.ffn, ffn_in, state.tier.ffn_dims[i], cfg.activation_sparsity[i])
         activated = attn_laurel + rms_norm(ffn, lw.post_feedforward_layernorm, cfg.rms_norm_eps)
         corrected = altup_correct(lw.altup, predictions, activated, cfg)  # [n, T, H]
-        update = per_layer_update(lw, corrected[cfg.altup_active_idx], per_layer_input, cfg)
+        update = per_layer_update(kern, lw, corrected[cfg.altup_active_idx], per_layer_input, cfg)
         corrected[1:] += update
         return corrected
+
+
+def _row_table(checkpoint: Checkpoint, name: str, capacity: int) -> RowTable:
+    path, offset, info = checkpoint.location(name)
+    rows, width = info.shape
+    return RowTable(path, offset, (rows, width), numpy_dtype(info.dtype), capacity)
 
 
 def _rms_matched(x: np.ndarray, target: np.ndarray) -> np.ndarray:

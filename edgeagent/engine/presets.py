@@ -44,6 +44,12 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from edgeagent.engine.audio.presets import (
+    audio_config_dict,
+    audio_init_std,
+    audio_tensor_specs,
+    is_audio_tensor,
+)
 from edgeagent.engine.checkpoint import INDEX_FILE, SINGLE_FILE, expected_tensors
 from edgeagent.engine.config import RANDOM_WEIGHTS_KEY, TIERS_KEY, MultimodalTokens, TextConfig
 from edgeagent.engine.safetensors_io import SafetensorsWriter, TensorSpec
@@ -242,6 +248,8 @@ def init_std(name: str, shape: tuple[int, ...], cfg: TextConfig) -> tuple[float,
     the AltUp router ~ N(0, H/4), so that its tanh sees ~N(0, 1/4) despite
     the router's 1/H input scale and the routing is not inert.
     """
+    if is_audio_tensor(name):
+        return audio_init_std(name, shape)
     if name.endswith(_NORM_SUFFIXES):
         return 1.0, 0.05
     if name.endswith(("altup.prediction_coefs.weight", "altup.correction_coefs.weight")):
@@ -262,7 +270,10 @@ def tensor_specs(
     if dtype not in _DTYPES:
         raise ConfigError(f"unsupported dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
     prefix, np_dtype = _PREFIX[layout], _DTYPES[dtype]
-    return [TensorSpec(prefix + n, np_dtype, s) for n, s in expected_tensors(cfg).items()]
+    specs = [TensorSpec(prefix + n, np_dtype, s) for n, s in expected_tensors(cfg).items()]
+    if layout == "multimodal":  # the audio tower (engine/audio/presets.py)
+        specs += audio_tensor_specs(cfg, np_dtype)
+    return specs
 
 
 def _fill(
@@ -315,6 +326,7 @@ def config_json(preset: Preset, layout: str, dtype: str) -> dict[str, Any]:
         "model_type": "gemma3n",
         "architectures": ["Gemma3nForConditionalGeneration"],
         "text_config": text,
+        "audio_config": audio_config_dict(preset.config),
         "dtype": dtype,
         "tie_word_embeddings": True,
         **extra,
@@ -391,7 +403,8 @@ def _write_weights(
     for file_name, shard in zip(names, shards, strict=True):
         with SafetensorsWriter(tmp / file_name, shard, {"format": "pt"}) as writer:
             for spec in shard:
-                _fill(writer, spec, spec.name[len(prefix) :], cfg, seed, tick)
+                rel = spec.name if is_audio_tensor(spec.name) else spec.name[len(prefix) :]
+                _fill(writer, spec, rel, cfg, seed, tick)
     if n > 1:
         weight_map = {s.name: f for f, shard in zip(names, shards, strict=True) for s in shard}
         index = {

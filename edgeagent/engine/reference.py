@@ -52,10 +52,15 @@ def gaussian_topk(gate: np.ndarray, sparsity: float) -> np.ndarray:
     ``std`` is the population standard deviation; the result is
     ``relu(gate − cutoff)``, as in transformers' ``_gaussian_topk``.
     """
+    return np.maximum(gate - sparsity_cutoff(gate, sparsity), F32(0.0))
+
+
+def sparsity_cutoff(gate: np.ndarray, sparsity: float) -> np.ndarray:
+    """``mean + std·Φ⁻¹(sparsity)`` of ``gate`` over its last axis: ``[..., I] -> [..., 1]``."""
     multiplier = F32(NormalDist().inv_cdf(sparsity))
     mean = np.mean(gate, axis=-1, keepdims=True)
     std = np.std(gate, axis=-1, keepdims=True)
-    return np.maximum(gate - (mean + std * multiplier), F32(0.0))
+    return mean + std * multiplier
 
 
 def softcap(x: np.ndarray, cap: float | None) -> np.ndarray:
@@ -71,15 +76,23 @@ def rope_inv_freq(head_dim: int, theta: float) -> np.ndarray:
     return (F32(1.0) / np.power(F32(theta), exponent)).astype(F32)
 
 
+def rope_tables(positions: np.ndarray, inv_freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``cos`` and ``sin`` of the rotary angles of ``positions`` ``[T]``: two ``[T, 1, hd]``."""
+    freqs = positions.astype(F32)[:, None] * inv_freq[None, :]  # [T, hd/2]
+    emb = np.concatenate([freqs, freqs], axis=-1)  # [T, hd]
+    return np.cos(emb)[:, None, :], np.sin(emb)[:, None, :]
+
+
 def apply_rope(x: np.ndarray, positions: np.ndarray, inv_freq: np.ndarray) -> np.ndarray:
     """Rotate ``x`` ``[T, heads, head_dim]`` by the angles of ``positions`` ``[T]``.
 
     Half-split layout (``rotate_half``): dimension ``i`` pairs with ``i + head_dim/2``.
     """
-    freqs = positions.astype(F32)[:, None] * inv_freq[None, :]  # [T, hd/2]
-    emb = np.concatenate([freqs, freqs], axis=-1)  # [T, hd]
-    cos = np.cos(emb)[:, None, :]  # [T, 1, hd]
-    sin = np.sin(emb)[:, None, :]
+    return rotate(x, *rope_tables(positions, inv_freq))
+
+
+def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """:func:`apply_rope` with precomputed :func:`rope_tables`."""
     half = x.shape[-1] // 2
     rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     return x * cos + rotated * sin
@@ -102,21 +115,22 @@ def attention(
 ) -> np.ndarray:
     """Causal grouped-query attention with scale 1.0 (q and k are RMS-normed per head).
 
-    ``q`` ``[T, n_heads, hd]``; ``k``, ``v`` ``[S, n_kv, hd]`` with absolute
+    ``q`` ``[T, n_heads, hd]``; ``k``, ``v`` ``[n_kv, S, hd]`` (head-major) with absolute
     positions ``k_pos`` ``[S]`` (−1 marks an empty slot). A key is visible to a
     query when ``0 ≤ k_pos ≤ q_pos`` and, for sliding layers,
     ``q_pos − k_pos < window``. Returns ``[T, n_heads, hd]``.
     """
-    n_heads, n_kv = q.shape[1], k.shape[1]
+    t, n_heads, hd = q.shape
+    n_kv = k.shape[0]
     group = n_heads // n_kv
-    qh = q.reshape(q.shape[0], n_kv, group, q.shape[2]).transpose(1, 2, 0, 3)  # [kv, g, T, hd]
-    kh = k.transpose(1, 0, 2)  # [kv, S, hd]
-    vh = v.transpose(1, 0, 2)  # [kv, S, hd]
-    scores = np.matmul(qh, kh[:, None].transpose(0, 1, 3, 2))  # [kv, g, T, S]
     visible = (k_pos[None, :] >= 0) & (k_pos[None, :] <= q_pos[:, None])  # [T, S]
     if window is not None:
         visible &= (q_pos[:, None] - k_pos[None, :]) < window
-    scores = np.where(visible, scores, F32(-np.inf))
-    probs = softmax(scores, axis=-1)
-    out = np.matmul(probs, vh[:, None])  # [kv, g, T, hd]
-    return out.transpose(2, 0, 1, 3).reshape(q.shape)  # [T, n_heads, hd]
+    hidden = np.repeat(~visible, group, axis=0)  # [T*g, S], rows in (token, head) order
+    out = np.empty((n_kv, t * group, hd), dtype=F32)
+    for h in range(n_kv):  # one KV head at a time: 2-D products, so BLAS takes them
+        q_h = q[:, h * group : (h + 1) * group].reshape(t * group, hd)  # [T*g, hd]
+        scores = (k[h] @ q_h.T).T  # [T*g, S]; this order is BLAS's fast path
+        scores[hidden] = F32(-np.inf)
+        out[h] = softmax(scores, axis=-1) @ v[h]  # [T*g, hd]
+    return out.reshape(n_kv, t, group, hd).transpose(1, 0, 2, 3).reshape(q.shape)  # [T, nH, hd]

@@ -54,6 +54,8 @@ _NUMPY: dict[str, np.dtype[Any]] = {
     "BF16": np.dtype(ml_dtypes.bfloat16),
 }
 SUPPORTED_DTYPES = tuple(_NUMPY)
+# Quantized copies (edgeagent.engine.quantize) also store packed bytes; checkpoints may not.
+_STORED: dict[str, np.dtype[Any]] = {**_NUMPY, "U8": np.dtype("u1")}
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors spec's own limit
 
 
@@ -90,9 +92,9 @@ def numpy_dtype(dtype: str, *, tensor: str = "?", path: str | Path = "?") -> np.
 
 
 def safetensors_dtype(dtype: np.dtype[Any] | type | str) -> str:
-    """The safetensors dtype string of a numpy dtype (float32, float16, bfloat16 only)."""
+    """The safetensors dtype string of a numpy dtype (float32, float16, bfloat16, uint8)."""
     dt = np.dtype(dtype)
-    for name, np_dt in _NUMPY.items():
+    for name, np_dt in _STORED.items():
         if np_dt == dt:
             return name
     raise CheckpointError(
@@ -207,10 +209,15 @@ class SafetensorsFile:
         except KeyError:
             raise self._fail(f"no tensor {name}") from None
 
-    def get(self, name: str) -> np.ndarray:
-        """A read-only view of tensor ``name`` in its stored dtype; no data is read or copied."""
+    def get(self, name: str, *, packed: bool = False) -> np.ndarray:
+        """A read-only view of tensor ``name`` in its stored dtype; no data is read or copied.
+
+        Checkpoint weights are float32, float16 or bfloat16; ``packed`` also
+        admits the uint8 blobs of a quantized copy.
+        """
         info = self.info(name)
-        dtype = numpy_dtype(info.dtype, tensor=name, path=self.path)
+        allowed = _STORED if packed else _NUMPY
+        dtype = allowed.get(info.dtype) or numpy_dtype(info.dtype, tensor=name, path=self.path)
         if info.numel == 0 or self._mmap is None:
             return np.empty(info.shape, dtype=dtype)
         flat = np.frombuffer(

@@ -9,6 +9,8 @@ import pytest
 
 from edgeagent.engine import TextModel, load
 
+from .heavy_tailed import write_heavy_tailed
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TINY = FIXTURES / "gemma3n_tiny"
 
@@ -33,3 +35,9 @@ def tiny_text() -> TextModel:
 def tiny_multimodal() -> TextModel:
     """The same weights, released multimodal layout: bf16, sharded, unused shared k/v kept."""
     return load(TINY / "multimodal", max_context=256)
+
+
+@pytest.fixture(scope="session")
+def heavy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The heavy-tailed accuracy fixture (``heavy_tailed.py``), written once per session."""
+    return write_heavy_tailed(tmp_path_factory.mktemp("heavy") / "ckpt")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeagent.engine import TextModel, TierPlan
-from edgeagent.engine.kv_cache import ContextFullError, GlobalKV, SlidingKV
+from edgeagent.engine import TextModel, TierPlan, load
+from edgeagent.engine.kv_cache import ContextFullError, GlobalKV, KVCache, SlidingKV
+from edgeagent.engine.presets import get_preset
 
 from .conftest import TOLERANCE
+from .test_quantized import cosine
 
 
 def incremental_logits(
@@ -50,9 +52,9 @@ def test_only_kv_owning_layers_hold_a_cache(tiny_text: TextModel) -> None:
     assert len(owners) == 10  # of 20 layers
     for i, cache in state.cache.layers.items():
         if cfg.is_sliding(i):
-            assert isinstance(cache, SlidingKV) and cache.k.shape[0] == cfg.sliding_window
+            assert isinstance(cache, SlidingKV) and cache.k.data.shape[1] == cfg.sliding_window
         else:
-            assert isinstance(cache, GlobalKV) and cache.k.shape[0] == 100
+            assert isinstance(cache, GlobalKV) and cache.k.data.shape[1] == 100
 
 
 def test_a_full_context_is_a_clear_error(tiny_text: TextModel) -> None:
@@ -60,3 +62,31 @@ def test_a_full_context_is_a_clear_error(tiny_text: TextModel) -> None:
     tiny_text.forward(state, list(range(8)))
     with pytest.raises(ContextFullError, match="max_context 8"):
         tiny_text.forward(state, [3])
+
+
+def test_int8_cache_is_under_a_third_of_float32() -> None:
+    cfg = get_preset("e2b").config
+    sizes = {
+        dtype: KVCache(cfg, 4096, range(cfg.num_hidden_layers), dtype).nbytes
+        for dtype in ("fp32", "fp16", "int8")
+    }
+    assert sizes["fp16"] == sizes["fp32"] // 2
+    assert sizes["int8"] <= 0.30 * sizes["fp32"], sizes  # 1 byte per value + a scale per head
+
+
+@pytest.mark.parametrize("dtype", ["int8", "fp16"])
+def test_reduced_caches_keep_the_logits(heavy, dtype: str) -> None:  # type: ignore[no-untyped-def]
+    """Chunked prefill then decode, so most attention reads entries stored in ``dtype``."""
+    exact = load(heavy, max_context=512)
+    reduced = load(heavy, max_context=512, kv_dtype=dtype)
+    ids = np.random.default_rng(4).integers(3, 1920, 320)
+    reference = exact.logits(ids)
+    state = reduced.new_state()
+    out = [reduced.forward(state, ids[:64], all_logits=True)]
+    out += [reduced.forward(state, ids[i : i + 64], all_logits=True) for i in (64, 128)]
+    out += [reduced.forward(state, [t], all_logits=True) for t in ids[192:]]
+    logits = np.concatenate(out)
+    assert logits.shape == reference.shape
+    cos = cosine(logits, reference)
+    assert cos.mean() >= 0.999, (cos.mean(), cos.min())
+    assert state.cache.dtype == dtype

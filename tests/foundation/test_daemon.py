@@ -21,7 +21,9 @@ from .notify import NotifySocket
 
 
 def make_settings(tmp_path: Path, **daemon: object) -> Settings:
-    return Settings.model_validate({"daemon": {"state_dir": str(tmp_path / "state"), **daemon}})
+    return Settings.model_validate(
+        {"daemon": {"state_dir": str(tmp_path / "state"), **daemon}, "mqtt": {"enabled": False}}
+    )
 
 
 async def wait_until(predicate: Callable[[], bool], limit_s: float = 10) -> None:

@@ -89,7 +89,7 @@ def test_daemon_logs_plain_lines_under_journald(
 ) -> None:
     """A real ``run`` whose stderr is a pipe announced in JOURNAL_STREAM, like systemd does."""
     config = tmp_path / "edgeagent.toml"
-    config.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n')
+    config.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n[mqtt]\nenabled = false\n')
     read_end, write_end = os.pipe()
     st = os.fstat(write_end)
     env = clean_env(
@@ -122,7 +122,7 @@ def test_run_json_format(
     clean_env,  # type: ignore[no-untyped-def]
 ) -> None:
     config = tmp_path / "edgeagent.toml"
-    config.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n')
+    config.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n[mqtt]\nenabled = false\n')
     with subprocess.Popen(
         [sys.executable, "-m", "edgeagent", "run", "--config", str(config), "--log-format", "json"],
         env=clean_env({"NOTIFY_SOCKET": notify_socket.address}),

@@ -54,7 +54,8 @@ def start(
 
 def run_args(tmp_path: Path, *extra: str) -> list[str]:
     config = tmp_path / "edgeagent.toml"
-    config.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n')
+    # Without the MQTT stages (tests/publish runs those): only the heartbeat and test stages.
+    config.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n[mqtt]\nenabled = false\n')
     return ["run", "--config", str(config), "--log-format", "text", *extra]
 
 

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""The E2B-shaped audio encoder streaming 160 ms blocks: real-time factor and token latency.
+
+    python benchmarks/audio_encoder.py [--kernels quantized --bits 4] [--seconds 10] [--threads 2]
+
+Random weights at the released shapes (681 M encoder parameters, bfloat16,
+``edgeagent.engine.audio.presets``), quantized with the engine's
+``MatMulNBits`` store format into ``benchmarks/results/audio-e2b-store/``
+(made once, reused). Speech: the committed clips, looped to ``--seconds``.
+
+Audio "arrives" in real time in ``--block-ms`` blocks; each block is pushed
+as soon as it has arrived and the previous push has finished. Reported:
+
+- real-time factor: compute time / audio time;
+- per token: latency from the moment the last sample it depends on was
+  captured to its return from ``push`` (the look-ahead is inside the
+  block that brings that sample), and from the start of its 160 ms window;
+- agreement with the reference kernels on the first seconds (cosine).
+
+Writes ``benchmarks/results/audio_encoder.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edgeagent.engine.audio import AudioEncoder, reference_audio_kernels  # noqa: E402
+from edgeagent.engine.audio.config import AudioConfig  # noqa: E402
+from edgeagent.engine.audio.presets import audio_config_dict, random_audio_tensors  # noqa: E402
+from edgeagent.engine.audio.quantized import quantized_audio_kernels  # noqa: E402
+from edgeagent.engine.audio.weights import AudioWeights  # noqa: E402
+from edgeagent.engine.presets import get_preset  # noqa: E402
+from tests.audio.conftest import read_clip  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def e2b_encoder(kernels: str, bits: int, threads: int) -> tuple[AudioEncoder, AudioWeights]:
+    text = get_preset("e2b").config
+    cfg = AudioConfig.from_dict(audio_config_dict(text), text.hidden_size, "e2b preset")
+    t0 = time.perf_counter()
+    tensors = random_audio_tensors(text, seed=0)
+    weights = AudioWeights.from_tensors(tensors.__getitem__, cfg)
+    print(f"random E2B audio weights: {sum(t.size for t in tensors.values()) / 1e6:.0f} M "
+          f"parameters in {time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
+    from edgeagent.dsp.features import MelConfig  # noqa: PLC0415
+
+    if kernels == "reference":
+        return AudioEncoder(cfg, weights, reference_audio_kernels(weights), MelConfig()), weights
+    t0 = time.perf_counter()
+    store = RESULTS / f"audio-e2b-store-q{bits}"
+    k = quantized_audio_kernels(weights, store, bits=bits, threads=threads, source="e2b seed 0")
+    print(f"quantized kernels ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    return AudioEncoder(cfg, weights, k, MelConfig()), weights
+
+
+def speech(seconds: float) -> np.ndarray:
+    clips = np.concatenate([read_clip(c) for c in ("two_clean", "two_pink_10db", "one_white_5db")])
+    return np.resize(clips, round(seconds * 16000)).astype(np.float32)
+
+
+def stream(enc: AudioEncoder, pcm: np.ndarray, block: int) -> dict[str, Any]:
+    """Real-time pacing, simulated: block b has fully arrived at (b+1)·block samples."""
+    s = enc.stream()
+    spt, look = enc.samples_per_token, enc.lookahead_samples
+    clock, compute, returned = 0.0, [], []  # seconds on the audio clock
+    for b, start in enumerate(range(0, len(pcm), block)):
+        arrived = min(len(pcm), start + block) / 16000
+        clock = max(clock, arrived)
+        t0 = time.perf_counter()
+        tokens = s.push(pcm[start : start + block])
+        dt = time.perf_counter() - t0
+        compute.append(dt)
+        clock += dt
+        first = s.tokens - len(tokens)
+        returned += [(first + i, clock) for i in range(len(tokens))]
+        del b
+    t0 = time.perf_counter()
+    s.flush()
+    compute.append(time.perf_counter() - t0)
+    dependency = [(k * spt + look) / 16000 for k, _ in returned]  # last sample it needs
+    after_dependency = [t - d for (_, t), d in zip(returned, dependency, strict=True)]
+    after_window_start = [t - k * spt / 16000 for k, t in returned]
+    audio_s = len(pcm) / 16000
+    return {
+        "audio_s": audio_s,
+        "block_ms": 1000 * block / 16000,
+        "pushes": len(compute) - 1,
+        "compute_s": round(sum(compute), 3),
+        "real_time_factor": round(sum(compute) / audio_s, 4),
+        "push_ms_median": round(1000 * float(np.median(compute[:-1])), 2),
+        "push_ms_p95": round(1000 * float(np.percentile(compute[:-1], 95)), 2),
+        "tokens": s.tokens,
+        "latency_after_dependency_ms_median": round(1000 * float(np.median(after_dependency)), 1),
+        "latency_after_dependency_ms_max": round(1000 * max(after_dependency), 1),
+        "latency_after_window_start_ms_median": round(1000 * float(np.median(after_window_start)), 1),
+        "latency_after_window_start_ms_max": round(1000 * max(after_window_start), 1),
+        "bound_ms": round(1000 * (block + look) / 16000, 1),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--kernels", choices=("quantized", "reference"), default="quantized")
+    p.add_argument("--bits", type=int, default=4, choices=(4, 8))
+    p.add_argument("--threads", type=int, default=0, help="0: every core")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--block-ms", type=int, default=160)
+    p.add_argument("--compare-seconds", type=float, default=2.0,
+                   help="also run the reference kernels on this much audio (0: skip)")  # fmt: skip
+    args = p.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    enc, weights = e2b_encoder(args.kernels, args.bits, args.threads)
+    pcm = speech(args.seconds)
+    enc.encode(pcm[:16000])  # warm up (sessions, caches)
+    result: dict[str, Any] = {"kernels": enc.kernels.name, "threads": args.threads or os.cpu_count()}
+    result |= stream(enc, pcm, args.block_ms * 16)
+    if args.compare_seconds and args.kernels == "quantized":
+        ref = AudioEncoder(enc.config, weights, reference_audio_kernels(weights), enc.logmel.config)
+        clip = pcm[: round(args.compare_seconds * 16000)]
+        t0 = time.perf_counter()
+        a = ref.encode(clip)
+        ref_s = time.perf_counter() - t0
+        b = enc.encode(clip)
+        cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+        result["vs_reference"] = {
+            "seconds": args.compare_seconds,
+            "cosine_min": round(float(cos.min()), 4),
+            "cosine_mean": round(float(cos.mean()), 4),
+            "reference_real_time_factor": round(ref_s / args.compare_seconds, 2),
+        }
+    print(json.dumps(result, indent=1))
+    name = f"audio_encoder_{args.kernels}{args.bits if args.kernels == 'quantized' else ''}.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The stages that turn captured input and commands into results."""

@@ -89,12 +89,14 @@ class Supervisor:
         watchdog_s: float | None = None,
         cleanup: Sequence[CleanupStep] = (),
         services: Mapping[str, object] | None = None,
+        status: Sequence[Callable[[], str]] = (),
     ) -> None:
         self.settings = settings
         self.notifier = notifier
         self.context = StageContext(settings, notifier)
         self._startup = tuple(startup)
         self._cleanup = tuple(cleanup)
+        self._status = tuple(status)
         self.services: Mapping[str, object] = dict(services or {})
         """Long-lived objects the stages share (publish, assistant), by name; for inspection."""
         self._phase = "starting"
@@ -138,7 +140,8 @@ class Supervisor:
         states = self._states.values()
         up = sum(1 for s in states if s.phase == "running")
         restarts = ", ".join(_restart_summary(s) for s in states if s.restarts)
-        return f"{self._phase}; {up}/{len(self._states)} stages up; restarts: {restarts or 'none'}"
+        line = f"{self._phase}; {up}/{len(self._states)} stages up; restarts: {restarts or 'none'}"
+        return "; ".join([line, *(part() for part in self._status)])
 
     async def run(self, install_signal_handlers: bool = True) -> int:
         """Run until stopped; the exit status (0 after a clean shutdown)."""
@@ -283,6 +286,7 @@ def build_supervisor(settings: Settings, notifier: Notifier | None = None) -> Su
     startup: list[StartupStep] = [ensure_state_dir]
     cleanup: list[CleanupStep] = []
     services: dict[str, object] = {}
+    status: list[Callable[[], str]] = []
     if settings.mqtt.enabled:
         publish = PublishService(settings)
         assistant = AssistantService(settings)
@@ -297,6 +301,7 @@ def build_supervisor(settings: Settings, notifier: Notifier | None = None) -> Su
             raise ConfigError(f"daemon.stages: {', '.join(sorted(taken))} always runs; remove it")
         stages = core + stages
         services = {"publish": publish, "assistant": assistant}
+        status.append(publish.status)
     return Supervisor(
         settings,
         notifier or Notifier.from_env(),
@@ -305,6 +310,7 @@ def build_supervisor(settings: Settings, notifier: Notifier | None = None) -> Su
         watchdog_s=watchdog_interval(),
         cleanup=cleanup,
         services=services,
+        status=status,
     )
 
 

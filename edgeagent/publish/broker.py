@@ -139,6 +139,9 @@ class MosquittoBroker(EmbeddedBroker):
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
+                # Its own session: a Ctrl-C or a signal to our process group must not stop the
+                # broker before the publisher has flushed and said "offline" (stop() does that).
+                start_new_session=True,
             )
         except OSError as exc:
             raise PublishError(f"cannot run {self.binary}: {exc.strerror}") from exc

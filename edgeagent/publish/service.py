@@ -86,6 +86,12 @@ class PublishService:
             if self.broker is not None:
                 await self.broker.stop()
 
+    def status(self) -> str:
+        """For systemd's STATUS= line: the broker connection and the outbox."""
+        link = "connected" if self.connected.is_set() else "not connected"
+        stats = self.outbox.stats
+        return f"mqtt {link}; outbox {stats.depth} waiting, {stats.dropped} dropped"
+
     def outgoing(self, result: Result) -> list[Outgoing]:
         """The outbox rows for ``result``: its topic, plus the requester's response topic."""
         body = result.body()

@@ -59,7 +59,11 @@ class Mosquitto:
     """mosquitto on 127.0.0.1:port with persistence in ``directory``; restartable on the port."""
 
     def __init__(
-        self, directory: Path, port: int | None = None, tls: dict[str, Path] | None = None
+        self,
+        directory: Path,
+        port: int | None = None,
+        tls: dict[str, Path] | None = None,
+        password_file: Path | None = None,
     ):
         binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
         assert binary, "mosquitto is not installed (scripts/test installs it with apt-get)"
@@ -67,6 +71,7 @@ class Mosquitto:
         self.directory = directory
         self.port = port or free_port()
         self.tls = tls
+        self.password_file = password_file
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -74,7 +79,7 @@ class Mosquitto:
         user = pwd.getpwuid(os.getuid()).pw_name
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if self.password_file else 'true'}",
             "persistence true",
             f"persistence_location {self.directory}/",
             "autosave_interval 1",
@@ -85,6 +90,8 @@ class Mosquitto:
             f"log_dest file {self.directory}/mosquitto.log",
             "log_type all",
         ]
+        if self.password_file:
+            lines.append(f"password_file {self.password_file}")
         if self.tls:
             lines += [
                 f"cafile {self.tls['ca']}",

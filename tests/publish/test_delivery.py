@@ -123,6 +123,8 @@ async def test_broker_down_at_start_then_drains_in_order(
     await until(lambda: service.outbox.stats.depth == 200, 10, "200 results in the outbox")
     await asyncio.sleep(0.3)
     assert service.outbox.stats.depth == 200, "nothing leaves while the broker is down"
+    status = daemon.supervisor.status_line()
+    assert status.endswith("; mqtt not connected; outbox 200 waiting, 0 dropped"), status
 
     await asyncio.to_thread(broker.start)
     try:
@@ -131,6 +133,7 @@ async def test_broker_down_at_start_then_drains_in_order(
         assert [p["utterance_id"] for p in unique] == [f"u{i:05d}" for i in range(200)]
         assert_in_seq_order(unique)
         await until(lambda: service.outbox.stats.depth == 0, 10, "an empty outbox")
+        assert "; mqtt connected; outbox 0 waiting" in daemon.supervisor.status_line()
         assert await daemon.stop() == 0
     finally:
         await asyncio.to_thread(broker.stop)

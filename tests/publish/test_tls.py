@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -130,3 +132,31 @@ def test_unreadable_ca_file_names_the_setting(short_tmp: Path) -> None:
     )
     with pytest.raises(PublishError, match=r"mqtt.ca_file .*nope.pem: cannot load"):
         Connector(settings.mqtt, Topics.from_settings(settings.mqtt), "127.0.0.1", 1883)
+
+
+async def test_username_and_password(short_tmp: Path, daemons) -> None:  # type: ignore[no-untyped-def]
+    passwords = short_tmp / "passwords"
+    passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    command = [passwd, "-b", "-c", str(passwords), "edge", "s3cret"]
+    await asyncio.to_thread(subprocess.run, command, check=True, timeout=30)
+    passwords.chmod(0o600)
+    broker = Mosquitto(short_tmp / "auth-broker", password_file=passwords)
+    broker.start()
+    try:
+        wrong = daemon_settings(
+            short_tmp / "state", broker.port, mqtt={"username": "edge", "password": "nope"}
+        )
+        connector = Connector(
+            wrong.mqtt, Topics.from_settings(wrong.mqtt), "127.0.0.1", broker.port
+        )
+        with pytest.raises(PublishError, match="refused the connection"):
+            async with connector.connect():
+                pass
+        right = daemon_settings(
+            short_tmp / "state", broker.port, mqtt={"username": "edge", "password": "s3cret"}
+        )
+        daemon = daemons(right)
+        await daemon.start()  # connected, subscribed, online
+        assert await daemon.stop() == 0
+    finally:
+        broker.stop()

@@ -34,13 +34,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgeagent.engine.audio import AudioEncoder, reference_audio_kernels  # noqa: E402
-from edgeagent.engine.audio.config import AudioConfig  # noqa: E402
-from edgeagent.engine.audio.presets import audio_config_dict, random_audio_tensors  # noqa: E402
-from edgeagent.engine.audio.quantized import quantized_audio_kernels  # noqa: E402
-from edgeagent.engine.audio.weights import AudioWeights  # noqa: E402
-from edgeagent.engine.presets import get_preset  # noqa: E402
-from tests.audio.conftest import read_clip  # noqa: E402
+from edgeagent.engine.audio import AudioEncoder, reference_audio_kernels
+from edgeagent.engine.audio.config import AudioConfig
+from edgeagent.engine.audio.presets import audio_config_dict, random_audio_tensors
+from edgeagent.engine.audio.quantized import quantized_audio_kernels
+from edgeagent.engine.audio.weights import AudioWeights
+from edgeagent.engine.presets import get_preset
+from tests.audio.conftest import read_clip
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -74,7 +74,8 @@ def stream(enc: AudioEncoder, pcm: np.ndarray, block: int) -> dict[str, Any]:
     s = enc.stream()
     spt, look = enc.samples_per_token, enc.lookahead_samples
     clock, compute, returned = 0.0, [], []  # seconds on the audio clock
-    for b, start in enumerate(range(0, len(pcm), block)):
+    cpu0 = time.process_time()
+    for start in range(0, len(pcm), block):
         arrived = min(len(pcm), start + block) / 16000
         clock = max(clock, arrived)
         t0 = time.perf_counter()
@@ -84,10 +85,10 @@ def stream(enc: AudioEncoder, pcm: np.ndarray, block: int) -> dict[str, Any]:
         clock += dt
         first = s.tokens - len(tokens)
         returned += [(first + i, clock) for i in range(len(tokens))]
-        del b
     t0 = time.perf_counter()
     s.flush()
     compute.append(time.perf_counter() - t0)
+    cpu = time.process_time() - cpu0
     dependency = [(k * spt + look) / 16000 for k, _ in returned]  # last sample it needs
     after_dependency = [t - d for (_, t), d in zip(returned, dependency, strict=True)]
     after_window_start = [t - k * spt / 16000 for k, t in returned]
@@ -98,12 +99,16 @@ def stream(enc: AudioEncoder, pcm: np.ndarray, block: int) -> dict[str, Any]:
         "pushes": len(compute) - 1,
         "compute_s": round(sum(compute), 3),
         "real_time_factor": round(sum(compute) / audio_s, 4),
+        "cpu_s": round(cpu, 3),  # all threads: CPU time per audio second, in cores
+        "cpu_cores_used": round(cpu / sum(compute), 2),
         "push_ms_median": round(1000 * float(np.median(compute[:-1])), 2),
         "push_ms_p95": round(1000 * float(np.percentile(compute[:-1], 95)), 2),
         "tokens": s.tokens,
         "latency_after_dependency_ms_median": round(1000 * float(np.median(after_dependency)), 1),
         "latency_after_dependency_ms_max": round(1000 * max(after_dependency), 1),
-        "latency_after_window_start_ms_median": round(1000 * float(np.median(after_window_start)), 1),
+        "latency_after_window_start_ms_median": round(
+            1000 * float(np.median(after_window_start)), 1
+        ),
         "latency_after_window_start_ms_max": round(1000 * max(after_window_start), 1),
         "bound_ms": round(1000 * (block + look) / 16000, 1),
     }
@@ -123,7 +128,10 @@ def main() -> int:
     enc, weights = e2b_encoder(args.kernels, args.bits, args.threads)
     pcm = speech(args.seconds)
     enc.encode(pcm[:16000])  # warm up (sessions, caches)
-    result: dict[str, Any] = {"kernels": enc.kernels.name, "threads": args.threads or os.cpu_count()}
+    result: dict[str, Any] = {
+        "kernels": enc.kernels.name,
+        "threads": args.threads or os.cpu_count(),
+    }
     result |= stream(enc, pcm, args.block_ms * 16)
     if args.compare_seconds and args.kernels == "quantized":
         ref = AudioEncoder(enc.config, weights, reference_audio_kernels(weights), enc.logmel.config)
@@ -140,7 +148,8 @@ def main() -> int:
             "reference_real_time_factor": round(ref_s / args.compare_seconds, 2),
         }
     print(json.dumps(result, indent=1))
-    name = f"audio_encoder_{args.kernels}{args.bits if args.kernels == 'quantized' else ''}.json"
+    bits = args.bits if args.kernels == "quantized" else ""
+    name = f"audio_encoder_{args.kernels}{bits}_t{result['threads']}_b{args.block_ms}.json"
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

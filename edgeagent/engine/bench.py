@@ -160,7 +160,7 @@ def _token_projections(
             width = slab.stop - slab.start
             if slab.fused is not None:
                 yield slab.fused, (x(h),)
-            else:
+            if slab.gate_up is not None and slab.down is not None:
                 yield slab.gate_up, (x(h),)
                 yield slab.down, (x(width), x(width), x(1) if sparse else None)
         yield lk.per_layer_input_gate, (x(h),)
@@ -253,25 +253,57 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 
 def ceilings(
-    model: TextModel, tier: str | None = None, progress: Progress | None = None
+    model: TextModel,
+    tier: str | None = None,
+    progress: Progress | None = None,
+    rounds: int = 9,
+    bandwidth: float | None = None,
 ) -> dict[str, float]:
-    """The kernels' own times and the streaming roofline, measured now (see module doc)."""
+    """The engine against its own kernels, measured now (see module doc).
+
+    Interleaved, so that both sides of each ratio see the same machine: a
+    decode step, then the same kernels for one token alone, ``rounds`` times;
+    a 128-token prefill, then the kernels for 128 tokens alone, 3 times.
+    Medians. ``bandwidth`` (bytes/s) overrides the BLAS streaming-read probe
+    (e.g. with a C measurement, ``benchmarks/stream_read.c``).
+    """
     say = progress or (lambda _: None)
     plan = model.tier(tier)
-    say("timing the projections alone (1 token)")
-    decode_s = projections_time(model, plan, 1)
-    say("timing the projections alone (128 tokens)")
-    prefill_s = projections_time(model, plan, 128, repeats=3)
+    ids = prompt_ids(model, 128, seed=1)
+    one = list(_token_projections(model, plan, 1))
+    many = list(_token_projections(model, plan, 128))
+    for fn, args in one + many:  # first calls allocate
+        fn(*args)
+    say(f"decode steps and their kernels alone, interleaved ({rounds} rounds)")
+    state = model.new_state(plan, max_context=128 + rounds + 1)
+    token = int(np.argmax(model.forward(state, ids)))
+    steps, kernels = [], []
+    for _ in range(rounds):
+        steps.append(_timed(lambda: model.forward(state, [token])))
+        kernels.append(_timed(lambda: [fn(*args) for fn, args in one]))
+    say("128-token prefills and their kernels alone, interleaved (3 rounds)")
+    prefills, gemms = [], []
+    for _ in range(3):
+        fresh = model.new_state(plan, max_context=129)
+        prefills.append(_timed(lambda: model.forward(fresh, ids)))  # noqa: B023 - called now
+        gemms.append(_timed(lambda: [fn(*args) for fn, args in many]))
+    step_s, kernel_s = float(np.median(steps)), float(np.median(kernels))
+    prefill_s, gemm_s = float(np.median(prefills)), float(np.median(gemms))
     say("measuring streaming-read bandwidth")
-    bandwidth = stream_bandwidth()
+    rate = bandwidth or stream_bandwidth()
     weights = weight_bytes_per_token(model.kernels, model, plan)
     return {
-        "projections_ms_per_token": 1000 * decode_s,
-        "projections_128_s": prefill_s,
-        "projections_128_gflops": projection_flops(model, plan, 128) / prefill_s / 1e9,
+        "decode_step_ms": 1000 * step_s,
+        "projections_ms_per_token": 1000 * kernel_s,
+        "decode_overhead": step_s / kernel_s,
+        "prefill_128_s": prefill_s,
+        "projections_128_s": gemm_s,
+        "projections_128_gflops": projection_flops(model, plan, 128) / gemm_s / 1e9,
+        "prefill_fraction_of_gemm": gemm_s / prefill_s,
         "weight_bytes_per_token": weights,
-        "stream_read_gb_s": bandwidth / 1e9,
-        "roofline_ms_per_token": 1000 * weights / bandwidth,
+        "stream_read_gb_s": rate / 1e9,
+        "roofline_ms_per_token": 1000 * weights / rate,
+        "roofline_fraction": weights / rate / step_s,
     }
 
 

@@ -21,7 +21,7 @@ cache, sampling) is small next to the projections and stays numpy float32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -109,6 +109,8 @@ class ModelKernels:
     lm_head: Projection  # tied to embed_tokens
     description: str = ""
     store: QuantizedStore | None = None  # the quantized copy the kernels read, if any
+    # called between the layers of a multi-token pass: gives freed activations back to the OS
+    trim: Callable[[], None] | None = None
 
     def check_widths(self, ffn_dims: Sequence[int], layers: Sequence[int]) -> None:
         """Raise TierError unless every layer's FFN can run at its width."""

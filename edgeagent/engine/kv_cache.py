@@ -127,11 +127,14 @@ class SlidingKV:
         slots = self.slots
         everything = slice(0, slots)
         if len(positions) == 1:
-            slot = int(positions[0]) % slots
+            position = int(positions[0])
+            slot = position % slots
             self.k.write(slice(slot, slot + 1), k_new)
             self.v.write(slice(slot, slot + 1), v_new)
-            self.pos[slot] = positions[0]
-            return self.k.read(everything), self.v.read(everything), self.pos.copy()
+            self.pos[slot] = position
+            # before the ring wraps, only its first position+1 slots hold anything
+            used = everything if position >= slots else slice(0, position + 1)
+            return self.k.read(used), self.v.read(used), self.pos[used].copy()
         # ring entries the earliest new token can still see (none on a fresh prefill)
         old = np.flatnonzero(self.pos >= max(0, int(positions[0]) - self.window + 1))
         # [n_kv, ≤W+T, hd]

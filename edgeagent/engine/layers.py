@@ -24,6 +24,7 @@ from edgeagent.engine.reference import (
     rope_tables,
     rotate,
     sparsity_cutoff,
+    visibility,
 )
 from edgeagent.engine.weights import AltUpWeights, AttentionWeights, LayerWeights
 
@@ -37,12 +38,21 @@ class Step:
     positions: np.ndarray  # [T] absolute positions
     inv_freq: dict[bool, np.ndarray]  # is_sliding -> [hd/2] rotary frequencies
     _rope: dict[bool, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    _masks: dict[tuple[bool, int], np.ndarray] = field(default_factory=dict)
 
     def rope(self, sliding: bool) -> tuple[np.ndarray, np.ndarray]:
         """``cos``, ``sin`` ``[T, 1, hd]`` of this step's positions, computed once per type."""
         if sliding not in self._rope:
             self._rope[sliding] = rope_tables(self.positions, self.inv_freq[sliding])
         return self._rope[sliding]
+
+    def mask(self, sliding: bool, k_pos: np.ndarray, window: int | None) -> np.ndarray:
+        """The attention mask ``[T, S]`` over keys at ``k_pos``, computed once per layer type:
+        every layer of a type sees the same positions in one step (one ring, one context)."""
+        key = (sliding, len(k_pos))
+        if key not in self._masks:
+            self._masks[key] = visibility(self.positions, k_pos, window)
+        return self._masks[key]
 
 
 def router_modalities(w: AltUpWeights, x: np.ndarray, cfg: TextConfig) -> np.ndarray:
@@ -59,7 +69,9 @@ def altup_predict(w: AltUpWeights, streams: np.ndarray, cfg: TextConfig) -> np.n
     n = cfg.altup_num_inputs
     modalities = router_modalities(w, streams[cfg.altup_active_idx], cfg)  # [T, n]
     coefs = linear(modalities, w.prediction_coefs).reshape(-1, n, n)  # [T, n, n]
-    return np.einsum("tab,bth->ath", coefs, streams) + streams
+    mixed = np.einsum("tab,bth->ath", coefs, streams)
+    mixed += streams
+    return mixed
 
 
 def altup_correct(
@@ -69,7 +81,9 @@ def altup_correct(
     modalities = router_modalities(w, activated, cfg)  # [T, n]
     innovation = activated - predictions[cfg.altup_active_idx]  # [T, H]
     coefs = linear(modalities, w.correction_coefs) + F32(1.0)  # [T, n]
-    return predictions + coefs.T[:, :, None] * innovation[None]  # [n, T, H]
+    corrected = coefs.T[:, :, None] * innovation[None]  # [n, T, H]
+    corrected += predictions
+    return corrected
 
 
 def laurel(k: LayerKernels, lw: LayerWeights, x: np.ndarray, cfg: TextConfig) -> np.ndarray:
@@ -101,17 +115,25 @@ def self_attention(
 ) -> np.ndarray:
     """Attention of the new queries over ``kv`` (cache plus themselves): ``-> [T, H]``."""
     keys, values, k_pos = kv
-    window = cfg.sliding_window if sliding else None
-    out = attention(q, keys, values, step.positions, k_pos, window)  # [T, nH, hd]
+    mask = step.mask(sliding, k_pos, cfg.sliding_window if sliding else None)  # [T, S]
+    out = attention(q, keys, values, mask)  # [T, nH, hd]
     return k.o_proj(out.reshape(q.shape[0], -1))  # [T, nH*hd] -> [T, H]
+
+
+FFN_ROWS = 64
+"""Tokens per FFN pass in a long prefill: its ``[T, I]`` intermediates (I up to 16384) are the
+largest activations of the model; tokens are independent there, so they go in row blocks."""
 
 
 def mlp(ffn: FFN, x: np.ndarray, width: int, sparsity: float) -> np.ndarray:
     """Gated GELU FFN on the first ``width`` units (MatFormer slabs): ``[T, H] -> [T, H]``.
 
     ``down(gelu(gate) · up)``; with activation sparsity, ``gate`` first becomes
-    ``relu(gate − cutoff)``, the cutoff taken over all ``width`` units.
+    ``relu(gate − cutoff)``, the cutoff taken over all ``width`` units (per token).
     """
+    if x.shape[0] > FFN_ROWS:
+        blocks = range(0, x.shape[0], FFN_ROWS)
+        return np.concatenate([mlp(ffn, x[i : i + FFN_ROWS], width, sparsity) for i in blocks])
     slabs = ffn.slabs(width)
     if all(slab.fused is not None for slab in slabs):
         return _sum(slab.fused(x) for slab in slabs if slab.fused is not None)

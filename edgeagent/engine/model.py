@@ -159,13 +159,16 @@ class TextModel:
         streams = self.altup_streams(x0)  # [n, T, H]
         step = Step(positions=positions, inv_freq=self._inv_freq)
         shared: dict[bool, KVView] = {}
+        trim = self.kernels.trim if len(ids) > 1 else None
         for i in state.tier.layers():
             streams = self.decoder_layer(i, streams, per_layer[:, i], state, step, shared)
+            if trim is not None:
+                trim()
         state.position += len(ids)
         state.tokens_processed += len(ids)
-        hidden = self.final_hidden(streams)  # [T, H]
         if not all_logits:
-            hidden = hidden[-1:]
+            streams = streams[:, -1:]  # only the last token's logits are wanted
+        hidden = self.final_hidden(streams)  # [T, H]
         logits = softcap(self.kernels.lm_head(hidden), cfg.final_logit_softcapping)  # [T, V]
         return logits if all_logits else logits[0]
 
@@ -185,8 +188,11 @@ class TextModel:
         proj = self.kernels.per_layer_model_projection(x0) * F32(cfg.hidden_size**-0.5)  # [T, L*Hp]
         proj = rms_norm(proj.reshape(-1, n, hp), w.per_layer_projection_norm, cfg.rms_norm_eps)
         table_ids = np.where(ids < cfg.vocab_size_per_layer_input, ids, 0)
-        rows = self.per_layer_rows.rows(table_ids) * F32(math.sqrt(hp))  # [T, L*Hp]
-        return (proj + rows.reshape(-1, n, hp)) * INV_SQRT2
+        rows = self.per_layer_rows.rows(table_ids)  # [T, L*Hp], a fresh array: scaled in place
+        rows *= F32(math.sqrt(hp))
+        proj += rows.reshape(-1, n, hp)
+        proj *= INV_SQRT2
+        return proj
 
     def altup_streams(self, x0: np.ndarray) -> np.ndarray:
         """Stream 0 is the embedding, streams 1… projections at its RMS: ``[T, H] -> [n, T, H]``."""

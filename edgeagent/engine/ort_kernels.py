@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ _LOGGER = logging.getLogger(__name__)
 
 ACCURACY_LEVEL = 4  # int8 activations
 LM_HEAD_CHUNK = 16384  # vocabulary rows per LM-head session: ~10 MB of 4-bit weights each
-MMAP_THRESHOLD = 256 * 1024  # glibc: larger blocks are mapped and unmapped, never kept
+MMAP_THRESHOLD = 2 * 2**20  # glibc: larger blocks are mapped and unmapped, never kept
 RELEASE_EVERY = 48 * 2**20  # drop mapped initializer pages after this many bytes of sessions
 _M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 _MADV_DONTNEED = 4  # madvise advice (Linux)
@@ -82,16 +82,25 @@ def _libc() -> Any:
         return None
 
 
-def _bound_malloc() -> None:
-    """Make glibc map (and on free unmap) every block ≥ ``MMAP_THRESHOLD``.
+def _bound_malloc() -> Callable[[], None] | None:
+    """Keep prefill's activations from staying resident; return a trim function (glibc only).
 
-    Its default threshold rises to 32 MB as large blocks are freed, after which
-    prefill's activations are carved from the heap and kept there: ~250 MB of
-    E2B's peak. A fixed threshold returns them. No-op without glibc.
+    glibc's mmap threshold rises to 32 MB as large blocks are freed, after
+    which prefill's activations are carved from heaps that never shrink: ~250 MB
+    of E2B's resident set after one 128-token prefill. Blocks ≥ ``MMAP_THRESHOLD``
+    (2 MB) are mapped and unmapped; smaller ones come from the heap (mapping
+    every 1 MB activation would cost a page fault per 4 KB on every use) and
+    ``malloc_trim`` returns what a layer freed before the next one runs.
     """
     libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
+        return None
+    libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+    def trim() -> None:
+        libc.malloc_trim(0)
+
+    return trim
 
 
 def release_mapped_pages(path: Path) -> int:
@@ -428,7 +437,7 @@ class SessionFactory:
 def quantized_kernels(cfg: TextConfig, store: QuantizedStore, threads: int = 0) -> ModelKernels:
     """Build every session over ``store`` (prepacking its weights once)."""
     started = time.perf_counter()
-    _bound_malloc()
+    trim = _bound_malloc()
     f = SessionFactory(store, threads)
     layers = []
     for i in range(cfg.num_hidden_layers):
@@ -471,6 +480,7 @@ def quantized_kernels(cfg: TextConfig, store: QuantizedStore, threads: int = 0) 
         description=f"ONNX Runtime MatMulNBits {store.bits}-bit, block {store.block_size}, "
         f"int8 activations, {f.threads} threads",
         store=store,
+        trim=trim,
     )
     release_mapped_pages(store.weights_file)
     _LOGGER.info(

@@ -35,9 +35,13 @@ def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray
     Unlike Gemma 3, the weight multiplies directly (no ``1 + weight``); a norm
     without a weight (``v_norm``) passes ``None``.
     """
-    mean_sq = np.mean(np.square(x), axis=-1, keepdims=True) + F32(eps)
-    out = x * np.power(mean_sq, F32(-0.5))
-    return out if weight is None else out * weight
+    # ufunc methods rather than np.mean: the same arithmetic, without Python-level wrappers
+    # that cost more than the sum itself on one token's [1, 2048]
+    sum_sq = np.add.reduce(x * x, axis=-1, keepdims=True)
+    out = x * np.power(sum_sq * F32(1.0 / x.shape[-1]) + F32(eps), F32(-0.5))
+    if weight is not None:
+        out *= weight
+    return out
 
 
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
@@ -67,7 +71,10 @@ def softcap(x: np.ndarray, cap: float | None) -> np.ndarray:
     """``cap · tanh(x / cap)``, or ``x`` when there is no cap."""
     if cap is None:
         return x
-    return np.tanh(x / F32(cap)) * F32(cap)
+    out = x * F32(1.0 / cap)  # a new array: x may be a kernel's reused buffer
+    np.tanh(out, out=out)
+    out *= F32(cap)
+    return out
 
 
 def rope_inv_freq(head_dim: int, theta: float) -> np.ndarray:
@@ -100,37 +107,36 @@ def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax in float32; rows that are all ``-inf`` stay finite-safe."""
-    peak = np.max(x, axis=axis, keepdims=True)
-    e = np.exp(x - peak)
-    return e / np.sum(e, axis=axis, keepdims=True)
+    e = np.exp(x - np.maximum.reduce(x, axis=axis, keepdims=True))
+    e /= np.add.reduce(e, axis=axis, keepdims=True)
+    return e
 
 
-def attention(
-    q: np.ndarray,
-    k: np.ndarray,
-    v: np.ndarray,
-    q_pos: np.ndarray,
-    k_pos: np.ndarray,
-    window: int | None,
-) -> np.ndarray:
-    """Causal grouped-query attention with scale 1.0 (q and k are RMS-normed per head).
+def visibility(q_pos: np.ndarray, k_pos: np.ndarray, window: int | None) -> np.ndarray:
+    """Additive mask ``[T, S]``: 0 where query ``t`` sees key ``s``, −inf elsewhere.
 
-    ``q`` ``[T, n_heads, hd]``; ``k``, ``v`` ``[n_kv, S, hd]`` (head-major) with absolute
-    positions ``k_pos`` ``[S]`` (−1 marks an empty slot). A key is visible to a
-    query when ``0 ≤ k_pos ≤ q_pos`` and, for sliding layers,
-    ``q_pos − k_pos < window``. Returns ``[T, n_heads, hd]``.
+    A key is visible when ``0 ≤ k_pos ≤ q_pos`` (−1 marks an empty slot) and,
+    for sliding layers, ``q_pos − k_pos < window``.
+    """
+    visible = (k_pos[None, :] >= 0) & (k_pos[None, :] <= q_pos[:, None])  # [T, S]
+    if window is not None:
+        visible &= (q_pos[:, None] - k_pos[None, :]) < window
+    return np.where(visible, F32(0.0), F32(-np.inf))
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Grouped-query attention with scale 1.0 (q and k are RMS-normed per head).
+
+    ``q`` ``[T, n_heads, hd]``; ``k``, ``v`` ``[n_kv, S, hd]`` (head-major);
+    ``mask`` ``[T, S]`` from :func:`visibility`. Returns ``[T, n_heads, hd]``.
     """
     t, n_heads, hd = q.shape
     n_kv = k.shape[0]
     group = n_heads // n_kv
-    visible = (k_pos[None, :] >= 0) & (k_pos[None, :] <= q_pos[:, None])  # [T, S]
-    if window is not None:
-        visible &= (q_pos[:, None] - k_pos[None, :]) < window
-    hidden = np.repeat(~visible, group, axis=0)  # [T*g, S], rows in (token, head) order
-    out = np.empty((n_kv, t * group, hd), dtype=F32)
-    for h in range(n_kv):  # one KV head at a time: 2-D products, so BLAS takes them
-        q_h = q[:, h * group : (h + 1) * group].reshape(t * group, hd)  # [T*g, hd]
-        scores = (k[h] @ q_h.T).T  # [T*g, S]; this order is BLAS's fast path
-        scores[hidden] = F32(-np.inf)
-        out[h] = softmax(scores, axis=-1) @ v[h]  # [T*g, hd]
+    # each KV head's queries as columns, (token, head) order: [kv, hd, T*g]
+    qh = q.reshape(t, n_kv, group, hd).transpose(1, 3, 0, 2).reshape(n_kv, hd, t * group)
+    scores = np.matmul(k, qh)  # [kv, S, T*g]
+    bias = mask if group == 1 else np.repeat(mask, group, axis=0)  # [T*g, S]
+    scores = np.add(scores.transpose(0, 2, 1), bias, order="C")  # [kv, T*g, S]
+    out = np.matmul(softmax(scores, axis=-1), v)  # [kv, T*g, hd]
     return out.reshape(n_kv, t, group, hd).transpose(1, 0, 2, 3).reshape(q.shape)  # [T, nH, hd]

@@ -110,6 +110,11 @@ def _layer(ckpt: Checkpoint, i: int) -> LayerWeights:
     def v(name: str) -> np.ndarray:
         return as_f32(t(name))
 
+    def small(name: str) -> np.ndarray:
+        # column-major, so that linear()'s weight.T is row-major: numpy's matmul with a
+        # transposed operand this narrow (4 outputs) takes a path ~40× slower at T=128
+        return np.asfortranarray(as_f32(t(name)))
+
     owns_kv = cfg.kv_source(i) == i
     attn = AttentionWeights(
         q_proj=t("self_attn.q_proj"),
@@ -121,9 +126,9 @@ def _layer(ckpt: Checkpoint, i: int) -> LayerWeights:
     )
     altup = AltUpWeights(
         correct_output_scale=as_f32(ckpt.tensor(p + "altup.correct_output_scale")),
-        correction_coefs=v("altup.correction_coefs"),
-        prediction_coefs=v("altup.prediction_coefs"),
-        modality_router=v("altup.modality_router"),
+        correction_coefs=small("altup.correction_coefs"),
+        prediction_coefs=small("altup.prediction_coefs"),
+        modality_router=small("altup.modality_router"),
         router_norm=v("altup.router_norm"),
     )
     return LayerWeights(

@@ -14,6 +14,15 @@ Commands and what they cause (every command also updates the state message):
 - ``mute`` / ``listen`` / ``task``: ``mute_changed``, ``listening_changed``,
   ``task_changed`` events (capture and the voice pipeline read the state).
 - ``reset``: a new, empty conversation; a ``conversation_reset`` event.
+
+The governor (when ``governor.enabled``) sends :class:`TierRequest` decisions;
+they are applied between utterances, before any queued command: the
+conversation is rebuilt under the new engine tier on the worker thread in the
+background (the next answer is queued behind the rebuild, not behind the
+event), and a ``tier_changed`` event with ``reason: "governor"``, the policy's
+``cause`` and the ``readings`` is published. Tiers are then the ladder's rungs
+(:mod:`edgeagent.governor.ladder`): ``economy`` runs the ``e2b`` engine tier with
+a token cap, ``suspend`` (governor only) stops the encoders.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from edgeagent import engine
@@ -39,9 +48,12 @@ from edgeagent.events import (
     SetTask,
     SetTier,
     StateUpdate,
+    TierRequest,
     error_event,
     new_id,
 )
+from edgeagent.governor.ladder import Ladder, Rung, build_ladder
+from edgeagent.governor.stage import GovernorService
 from edgeagent.settings import Settings
 from edgeagent.stages import Stage, StageContext
 
@@ -56,8 +68,12 @@ SAMPLING = engine.SamplingParams()  # Gemma's defaults: temperature 1.0, top-k 6
 class AssistantService:
     """The model, the conversation and the controls; outlives assistant stage restarts."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, governor: GovernorService | None = None) -> None:
         self.settings = settings
+        self.governor = governor
+        self.ladder: Ladder | None = None
+        self.rung: str | None = None  # the governor's choice while tier_setting is "auto"
+        self.rebuilding: Future[int] | None = None
         self.model: engine.TextModel | None = None
         self.conversation: engine.Conversation | None = None
         self.tiers: list[str] = []  # tiers this device may run, largest first
@@ -73,11 +89,18 @@ class AssistantService:
         """Run ``fn(*args)`` on the worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
+    def in_background(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+        """Queue ``fn(*args)`` on the worker thread without waiting; failures are logged."""
+        future = self._worker.submit(fn, *args)
+        future.add_done_callback(_log_failure)
+        return future
+
     async def load_model(self, ctx: StageContext) -> None:
         """Start-up step: load ``model.path`` (if set) and open the conversation."""
         path = self.settings.model.path
         if path is None:
             _LOGGER.info("no model configured (model.path): cmd/ask answers with an error")
+            self._govern(None)
             return
         ctx.notifier.extend_timeout(120)
         started = time.monotonic()
@@ -89,17 +112,62 @@ class AssistantService:
                 f"none of model.allowed_tiers ({', '.join(allowed)}) is offered by {path} "
                 f"({', '.join(model.tiers)})"
             )
+        self._govern(model)
         if self.tier_setting != AUTO and self.tier_setting not in self.tiers:
             raise EngineError(f"model.tier {self.tier_setting!r} is not offered by {path}")
         self.model = model
-        self.conversation = await self.in_worker(engine.Conversation, model, self.running_tier())
+        tier = self.engine_tier(self.running_tier())
+        self.conversation = await self.in_worker(engine.Conversation, model, tier)
         _LOGGER.info("model %s loaded in %.1fs", path, time.monotonic() - started)
 
+    def _govern(self, model: engine.TextModel | None) -> None:
+        """With a governor: the ladder from the allowed tiers, checked against ``model``."""
+        if self.governor is None:
+            return
+        governor = self.settings.governor
+        allowed = self.settings.model.allowed_tiers
+        names = allowed or (tuple(model.tiers) if model is not None else ("full",))
+        ladder = build_ladder(
+            names,
+            None if model is None else tuple(model.tiers),
+            economy_max_fps=governor.economy_max_fps,
+            economy_max_new_tokens=governor.economy_max_new_tokens,
+        )
+        if not ladder.rungs:
+            raise EngineError(
+                f"none of the tiers {', '.join(names)} can run on this checkpoint "
+                f"(it offers {', '.join(model.tiers) if model else 'nothing'})"
+            )
+        self.ladder = ladder
+        if model is not None:  # without a model, cmd/tier accepts only auto
+            self.tiers = list(ladder.running)
+        start = self.tier_setting if self.tier_setting in ladder.names else None
+        self.rung = ladder.names[0]
+        self.governor.set_ladder(ladder, start)
+        if start is not None:
+            self.governor.set_override(start)
+
     def running_tier(self) -> str | None:
-        """The tier the conversation runs: the setting, or for "auto" the largest allowed."""
+        """The tier the conversation runs: the setting, or for "auto" the governor's rung
+        (without a governor, the largest allowed)."""
         if self.model is None:
             return None
-        return self.tiers[0] if self.tier_setting == AUTO else self.tier_setting
+        if self.tier_setting != AUTO:
+            return self.tier_setting
+        return self.rung or self.tiers[0]
+
+    def rung_limits(self) -> Rung | None:
+        """The running rung's restrictions (token cap, vision, encoders), with a governor."""
+        tier = self.running_tier()
+        if self.ladder is None or tier is None or tier not in self.ladder.names:
+            return None
+        return self.ladder.rung(tier)
+
+    def engine_tier(self, tier: str | None) -> str | None:
+        """The engine tier a rung runs (``economy``: ``e2b``); without a ladder, ``tier``."""
+        if tier is None or self.ladder is None or tier not in self.ladder.names:
+            return tier
+        return self.ladder.rung(tier).engine_tier
 
     def state(self) -> dict[str, Any]:
         path = self.settings.model.path
@@ -130,10 +198,16 @@ class Assistant(Stage):
     async def run(self) -> None:
         await self._state()
         commands = self.ctx.channels.commands
+        requests = self.ctx.channels.tier_requests
         while True:
             if commands.empty() and self.ctx.draining.is_set():
                 return
-            command = await self._next()
+            if not requests.empty():  # between utterances, before anything queued
+                await self._governed(requests.get_nowait())
+                continue
+            request, command = await self._next()
+            if request is not None:
+                await self._governed(request)
             if command is None:
                 continue
             try:
@@ -142,16 +216,22 @@ class Assistant(Stage):
                 _LOGGER.exception("command %s failed", command.name)
                 await self._emit(error_event("engine_error", str(exc), command.name, command.reply))
 
-    async def _next(self) -> Command | None:
-        get = asyncio.create_task(self.ctx.channels.commands.get(), name="assistant:get")
+    async def _next(self) -> tuple[TierRequest | None, Command | None]:
+        """What arrives first: a tier request, a command (or both), or draining (neither)."""
+        channels = self.ctx.channels
+        get = asyncio.create_task(channels.commands.get(), name="assistant:get")
+        tier = asyncio.create_task(channels.tier_requests.get(), name="assistant:tier-get")
         drain = asyncio.create_task(self.ctx.draining.wait(), name="assistant:drain-wait")
         try:
-            await asyncio.wait({get, drain}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({get, tier, drain}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             drain.cancel()
-            if not get.done():
-                get.cancel()
-        return get.result() if get.done() and not get.cancelled() else None
+            for task in (get, tier):
+                if not task.done():
+                    task.cancel()
+        request = tier.result() if tier.done() and not tier.cancelled() else None
+        command = get.result() if get.done() and not get.cancelled() else None
+        return request, command
 
     async def _emit(self, item: Result) -> None:
         await self.ctx.channels.results.put(item)
@@ -179,6 +259,8 @@ class Assistant(Stage):
             )
             return
         limit = command.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+        if (rung := service.rung_limits()) is not None and rung.max_new_tokens is not None:
+            limit = min(limit, rung.max_new_tokens)
         answer = await service.in_worker(_answer, service.conversation, command.text, limit)
         service.turns += 1
         tier = service.running_tier() or "full"
@@ -203,10 +285,44 @@ class Assistant(Stage):
         previous = service.running_tier()
         service.tier_setting = name
         tier = service.running_tier()
-        if service.conversation is not None and tier != previous:
-            await service.in_worker(service.conversation.rebuild, tier)
+        if service.governor is not None:
+            service.governor.set_override(None if name == AUTO else name)
+        engine_tier = service.engine_tier(tier)
+        if service.conversation is not None and engine_tier != service.engine_tier(previous):
+            await service.in_worker(service.conversation.rebuild, engine_tier)
         data = {"tier": tier, "previous": previous, "setting": name, "reason": "command"}
         await self._emit(Event(event_type="tier_changed", data=data, reply=command.reply))
+
+    async def _governed(self, request: TierRequest) -> None:
+        """Apply the governor's decision (between utterances); rebuild in the background."""
+        service = self.service
+        if service.tier_setting != AUTO and request.cause != "thermal_critical":
+            return  # a manual choice holds; the governor's state already says so
+        previous = service.rung if service.tier_setting == AUTO else service.tier_setting
+        if request.cause == "thermal_critical" and service.tier_setting != AUTO:
+            service.tier_setting = AUTO  # safety first: a critical temperature ends an override
+            if service.governor is not None:
+                service.governor.set_override(None)
+        if request.rung == previous:
+            return
+        old_engine = service.engine_tier(previous)
+        service.rung = request.rung
+        engine_tier = service.engine_tier(request.rung)
+        conversation = service.conversation
+        if conversation is not None and engine_tier != old_engine:
+            service.rebuilding = service.in_background(conversation.rebuild, engine_tier)
+        data = {
+            "tier": request.rung,
+            "previous": previous,
+            "setting": service.tier_setting,
+            "reason": "governor",
+            "cause": request.cause,
+            "urgent": request.urgent,
+            "readings": dict(request.readings),
+        }
+        _LOGGER.info("tier %s -> %s (%s)", previous, request.rung, request.cause)
+        await self._emit(Event(event_type="tier_changed", data=data))
+        await self._state()
 
     async def _mute(self, command: Mute) -> None:
         self.service.muted = command.muted
@@ -228,7 +344,7 @@ class Assistant(Stage):
         service = self.service
         if service.model is not None:
             service.conversation = await service.in_worker(
-                engine.Conversation, service.model, service.running_tier()
+                engine.Conversation, service.model, service.engine_tier(service.running_tier())
             )
         service.turns = 0
         await self._emit(Event(event_type="conversation_reset", reply=command.reply))
@@ -238,6 +354,11 @@ class Assistant(Stage):
         self.service.target_language = command.target_language
         data = {"task": command.task, "target_language": command.target_language}
         await self._emit(Event(event_type="task_changed", data=data, reply=command.reply))
+
+
+def _log_failure(future: Future[Any]) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        _LOGGER.error("background model work failed: %r", exc, exc_info=exc)
 
 
 def _answer(conversation: engine.Conversation, text: str, limit: int) -> dict[str, Any]:

@@ -23,7 +23,8 @@ def main() -> int:
     p.add_argument("--freq", type=float, default=440.0)
     p.add_argument("--noise-dbfs", type=float, help="white noise at this RMS level instead")
     p.add_argument("--format", default="S16_LE", choices=("S16_LE", "S32_LE", "FLOAT_LE"))
-    p.add_argument("--paced", action="store_true", help="write in 10 ms chunks in real time")
+    p.add_argument("--paced", action="store_true", help="write in real time, in chunks")
+    p.add_argument("--chunk-ms", type=float, default=10.0, help="size of each paced write")
     p.add_argument("--exit-status", type=int, default=0)
     p.add_argument("--message", default="")
     args = p.parse_args()
@@ -41,13 +42,14 @@ def main() -> int:
     else:
         data = frames.astype("<f4")
     raw = data.tobytes()
-    chunk = data[: max(1, args.rate // 100)].nbytes if args.paced else len(raw)
+    chunk_frames = max(1, round(args.rate * args.chunk_ms / 1000))
+    chunk = data[:chunk_frames].nbytes if args.paced else len(raw)
     start = time.monotonic()
     for i, offset in enumerate(range(0, len(raw), chunk)):
         sys.stdout.buffer.write(raw[offset : offset + chunk])
         sys.stdout.buffer.flush()
         if args.paced:
-            time.sleep(max(0.0, start + (i + 1) * 0.01 - time.monotonic()))
+            time.sleep(max(0.0, start + (i + 1) * args.chunk_ms / 1000 - time.monotonic()))
     if args.message:
         print(args.message, file=sys.stderr)
     return args.exit_status

@@ -11,7 +11,7 @@ import pytest
 
 from edgeagent.dsp.features import MelConfig
 from edgeagent.engine import load
-from edgeagent.engine.audio import AudioEncoder, reference_audio_kernels
+from edgeagent.engine.audio import AudioEncoder, load_audio, reference_audio_kernels
 from edgeagent.engine.audio.config import AudioConfig
 from edgeagent.engine.audio.presets import (
     audio_config_dict,
@@ -20,7 +20,9 @@ from edgeagent.engine.audio.presets import (
 )
 from edgeagent.engine.audio.quantized import quantized_audio_kernels
 from edgeagent.engine.audio.weights import AudioWeights
+from edgeagent.engine.checkpoint import open_checkpoint
 from edgeagent.engine.presets import get_preset, tensor_specs, write_checkpoint
+from edgeagent.errors import EngineError
 from tests.audio.conftest import FIXTURES, read_clip
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -83,3 +85,16 @@ def test_quantized_kernels_stream_like_offline(tmp_path: Path) -> None:
     mtime = (tmp_path / "q8" / "weights.safetensors").stat().st_mtime_ns
     quantized_audio_kernels(weights, tmp_path / "q8", bits=8, block_size=32)
     assert (tmp_path / "q8" / "weights.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_load_audio_with_quantized_kernels(tmp_path: Path) -> None:
+    ckpt = write_checkpoint(get_preset("tiny"), tmp_path / "tiny", layout="multimodal")
+    q = load_audio(open_checkpoint(ckpt), "quantized", bits=8, block_size=32)
+    assert q.kernels.name == "quantized q8"
+    assert (ckpt / "edgeagent-audio-q8b32" / "manifest.json").is_file()
+    ref = load(ckpt).audio.encode(read_clip("one_white_5db"))
+    got = q.encode(read_clip("one_white_5db"))
+    cosine = np.sum(ref * got, -1) / (np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1))
+    assert cosine.min() > 0.98
+    with pytest.raises(EngineError, match="unknown audio kernels"):
+        load_audio(open_checkpoint(ckpt), "fast")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edgeagent.dsp.features import processor_padding
+from edgeagent.engine import load
 from edgeagent.engine.audio import AudioEncoder, load_audio
 from edgeagent.engine.audio.conformer import BlockState, conformer_block
 from edgeagent.engine.checkpoint import open_checkpoint
@@ -108,3 +109,11 @@ def test_bad_audio_config_names_the_field(tmp_path: Path) -> None:
     (path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=r"audio_tower\.subsample_conv_projection"):
         load_audio(open_checkpoint(path))
+
+
+def test_engine_load_offers_the_audio_encoder(audio_reference: dict[str, np.ndarray]) -> None:
+    model = load(FIXTURES / "gemma3n_audio_tiny")
+    tokens = model.audio.encode(read_clip("two_clean"))
+    want = audio_reference["gemma3n_audio_tiny/two_clean/projected"]
+    np.testing.assert_allclose(tokens, want, rtol=0, atol=TOLERANCE)
+    assert tokens.shape[1] == model.config.hidden_size  # soft tokens in the text space

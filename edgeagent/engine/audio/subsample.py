@@ -83,7 +83,7 @@ class StridedConv:
         c_out = weight.shape[0]
         self.kt, self.kf = kernel
         self.st, self.sf = stride
-        self.w = weight.reshape(c_out, -1).T.astype(np.float64)  # [Cin*kt*kf, Cout]
+        self.w = np.ascontiguousarray(weight.reshape(c_out, -1).T, np.float64)  # [Cin*kt*kf, Cout]
         self.norm = norm
         self.pending: np.ndarray | None = None  # [r, F, Cin] unread input frames
 

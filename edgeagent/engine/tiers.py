@@ -20,10 +20,14 @@ FULL = "full"
 
 # Published Mix-n-Match plans, keyed by the checkpoint shape they slice.
 # E4B: 35 layers of FFN width 16384, 15 KV-shared. E2B is the official
-# slicing (all 8192, layers 20–24 skipped).
+# slicing (all 8192, layers 20–24 skipped). Google's pre-sliced E2B
+# checkpoint *is* that model, so there ``e2b`` names the whole checkpoint:
+# a hardware profile that allows only ``e2b`` runs either checkpoint.
 _E4B_SHAPE = (35, 16384, 15, 2048)
+_E2B_SHAPE = (30, 8192, 10, 2048)
 _PUBLISHED: dict[tuple[int, int, int, int], dict[str, tuple[tuple[int, ...], tuple[int, ...]]]] = {
     _E4B_SHAPE: {"e2b": ((8192,) * 35, (20, 21, 22, 23, 24))},
+    _E2B_SHAPE: {"e2b": ((8192,) * 30, ())},
 }
 
 

@@ -28,6 +28,7 @@ a token cap, ``suspend`` (governor only) stops the encoders.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -104,7 +105,15 @@ class AssistantService:
             return
         ctx.notifier.extend_timeout(120)
         started = time.monotonic()
-        model = await self.in_worker(engine.load, path, self.settings.model.max_context)
+        model = await self.in_worker(
+            functools.partial(
+                engine.load,
+                path,
+                self.settings.model.max_context,
+                kernels=self.settings.model.kernels,
+                threads=self.settings.model.threads,
+            )
+        )
         allowed = self.settings.model.allowed_tiers
         self.tiers = [t for t in (allowed or tuple(model.tiers)) if t in model.tiers]
         if not self.tiers:

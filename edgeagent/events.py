@@ -21,6 +21,7 @@ request's ``request_id``.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -286,3 +287,6 @@ class Channels:
     tier_requests: asyncio.Queue[TierRequest] = field(
         default_factory=lambda: asyncio.Queue(TIER_REQUESTS_QUEUE_SIZE)
     )
+    # Set with an urgent tier request (a critical temperature): the answer being
+    # decoded stops at its next token. Cleared when the request is applied.
+    interrupt: threading.Event = field(default_factory=threading.Event)

@@ -10,7 +10,7 @@ system prompt kept).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,22 +126,27 @@ class Conversation:
         params: SamplingParams = GREEDY,
         max_new_tokens: int = 256,
         on_token: TokenCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> tuple[list[int], str]:
         """Answer the open model turn; the answer and its closing marker join the history.
 
-        Returns the new token ids (a final stop token included) and the stop reason.
+        Returns the new token ids (a final stop token included) and the stop
+        reason: ``eos``, ``length``, or ``cancelled`` when ``should_stop`` said so
+        (the answer so far stays in the history, closed like any other).
         """
         logits, _ = self.feed()
         if logits is None:
             raise EngineError("nothing to answer: add a user turn first")
         room = self.max_context - self.state.position - 2
+        limit = min(max_new_tokens, room)
+        sampler = Sampler(params)
         ids, reason = decode(
-            self.model, self.state, logits, Sampler(params), min(max_new_tokens, room), on_token
+            self.model, self.state, logits, sampler, limit, on_token, should_stop=should_stop
         )
         self._logits = None
         answer = ids[:-1] if reason == "eos" else ids  # the stop token is replaced by the closing
         # the cache holds every sampled token but the last one
-        fed = answer[:-1] if reason == "length" else answer
+        fed = answer if reason == "eos" else answer[:-1]
         self.history.append(Segment(np.asarray(fed, dtype=np.int64), None, self._turn))
         closing = answer[len(fed) :] + self._closing_ids()
         self._append(Segment(np.asarray(closing, dtype=np.int64), None, self._turn))

@@ -61,11 +61,14 @@ def decode(
     max_new_tokens: int,
     on_token: TokenCallback | None = None,
     stop_ids: Sequence[int] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[list[int], str]:
     """Sample from ``logits``, feed each token back, until a stop id or ``max_new_tokens``.
 
     A stop token ends the loop and is returned but not fed to the cache; the
-    caller decides how the turn is closed.
+    caller decides how the turn is closed. ``should_stop`` is asked before
+    each further step: when it says so, the loop ends with reason
+    ``"cancelled"`` (the last sampled token, like at ``"length"``, unfed).
     """
     stops = set(model.config.eos_token_ids if stop_ids is None else stop_ids)
     out: list[int] = []
@@ -77,6 +80,8 @@ def decode(
         if token in stops:
             return out, "eos"
         if len(out) < max_new_tokens:
+            if should_stop is not None and should_stop():
+                return out, "cancelled"
             logits = model.forward(state, [token])
     return out, "length"
 

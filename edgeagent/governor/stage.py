@@ -105,6 +105,8 @@ class Governor(Stage):
                     urgent=decision.urgent,
                     readings=readings,
                 )
+                if decision.urgent:
+                    channels.interrupt.set()  # stop an answer in progress at its next token
                 await channels.tier_requests.put(request)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.ctx.draining.wait(), interval)

@@ -270,7 +270,10 @@ class Assistant(Stage):
         limit = command.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
         if (rung := service.rung_limits()) is not None and rung.max_new_tokens is not None:
             limit = min(limit, rung.max_new_tokens)
-        answer = await service.in_worker(_answer, service.conversation, command.text, limit)
+        interrupt = self.ctx.channels.interrupt
+        answer = await service.in_worker(
+            _answer, service.conversation, command.text, limit, interrupt.is_set
+        )
         service.turns += 1
         tier = service.running_tier() or "full"
         await self._emit(Answer(utterance_id=new_id(), tier=tier, reply=command.reply, **answer))
@@ -304,6 +307,7 @@ class Assistant(Stage):
 
     async def _governed(self, request: TierRequest) -> None:
         """Apply the governor's decision (between utterances); rebuild in the background."""
+        self.ctx.channels.interrupt.clear()
         service = self.service
         if service.tier_setting != AUTO and request.cause != "thermal_critical":
             return  # a manual choice holds; the governor's state already says so
@@ -370,7 +374,12 @@ def _log_failure(future: Future[Any]) -> None:
         _LOGGER.error("background model work failed: %r", exc, exc_info=exc)
 
 
-def _answer(conversation: engine.Conversation, text: str, limit: int) -> dict[str, Any]:
+def _answer(
+    conversation: engine.Conversation,
+    text: str,
+    limit: int,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
     """One user turn and the model's reply (worker thread)."""
     model = conversation.model
     tokenizer = model.tokenizer
@@ -384,7 +393,7 @@ def _answer(conversation: engine.Conversation, text: str, limit: int) -> dict[st
             first.append(time.perf_counter())
 
     conversation.user_turn(text)
-    ids, reason = conversation.reply(SAMPLING, limit, on_token)
+    ids, reason = conversation.reply(SAMPLING, limit, on_token, should_stop)
     ended = time.perf_counter()
     answer = [t for t in ids if t not in model.config.eos_token_ids]
     ttft = (first[0] if first else ended) - started

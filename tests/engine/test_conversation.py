@@ -62,3 +62,19 @@ def test_a_full_context_drops_old_turns_but_keeps_the_preamble(tiny_text: TextMo
     assert len(history) <= 48
     logits, _ = conversation.feed()
     assert np.max(np.abs(logits - tiny_text.logits(history)[-1])) <= TOLERANCE
+
+
+def test_a_cancelled_reply_keeps_the_history_consistent(tiny_text: TextModel) -> None:
+    conversation = Conversation(tiny_text, max_context=128)
+    conversation.begin_turn()
+    conversation.add_ids(TURN_1)
+    steps: list[int] = []
+    ids, reason = conversation.reply(
+        GREEDY, max_new_tokens=20, on_token=steps.append, should_stop=lambda: len(steps) >= 3
+    )
+    assert reason == "cancelled" and len(ids) == 3  # stopped at the next token, not at 20
+    conversation.begin_turn()
+    conversation.add_ids(TURN_2)
+    logits, _ = conversation.feed()
+    assert conversation.ids()[-len(TURN_2) - 1] == 106  # the cancelled turn was closed
+    assert np.max(np.abs(logits - tiny_text.logits(conversation.ids())[-1])) <= TOLERANCE

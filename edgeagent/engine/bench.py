@@ -163,8 +163,7 @@ def _token_projections(
             if slab.gate_up is not None and slab.down is not None:
                 yield slab.gate_up, (x(h),)
                 yield slab.down, (x(width), x(width), x(1) if sparse else None)
-        yield lk.per_layer_input_gate, (x(h),)
-        yield lk.per_layer_projection, (x(hp),)
+        yield lk.per_layer_gate, (x(h), x(hp))
     for p in k.altup_unembed_projections:
         yield p, (x(h),)
     yield k.lm_head, (x(h, 1),)

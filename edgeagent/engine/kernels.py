@@ -79,6 +79,13 @@ class FFNSlab:
     fused: Projection | None = None
 
 
+class PerLayerGate(Protocol):
+    """``per_layer_projection(gelu(per_layer_input_gate(x)) · per_layer_input)``:
+    ``[T, H], [T, Hp] -> [T, H]``."""
+
+    def __call__(self, x: np.ndarray, per_layer_input: np.ndarray) -> np.ndarray: ...
+
+
 class FFN(Protocol):
     """A layer's FFN as slabs; a tier asks for the slabs covering its width."""
 
@@ -93,8 +100,7 @@ class LayerKernels:
     o_proj: Projection  # self_attn.o_proj
     laurel: Projection  # laurel.linear_right(laurel.linear_left(x))
     ffn: FFN  # mlp.gate_proj, mlp.up_proj, mlp.down_proj
-    per_layer_input_gate: Projection
-    per_layer_projection: Projection
+    per_layer_gate: PerLayerGate  # per_layer_input_gate, per_layer_projection
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,18 @@ class DenseChain:
 
 
 @dataclass(frozen=True)
+class DensePerLayerGate:
+    """:class:`PerLayerGate` in numpy float32."""
+
+    gate: np.ndarray  # [Hp, H] per_layer_input_gate
+    projection: np.ndarray  # [H, Hp] per_layer_projection
+
+    def __call__(self, x: np.ndarray, per_layer_input: np.ndarray) -> np.ndarray:
+        gated = gelu_tanh(linear(x, self.gate)) * per_layer_input  # [T, Hp]
+        return linear(gated, self.projection)  # [T, Hp] -> [T, H]
+
+
+@dataclass(frozen=True)
 class DenseGatedDown:
     """:class:`GatedDown` in numpy float32, as transformers computes it."""
 
@@ -192,8 +210,7 @@ def reference_kernels(weights: TextWeights) -> ModelKernels:
                 o_proj=DenseProjection(a.o_proj),
                 laurel=DenseChain(lw.laurel_left, lw.laurel_right),
                 ffn=DenseFFN(lw),
-                per_layer_input_gate=DenseProjection(lw.per_layer_input_gate),
-                per_layer_projection=DenseProjection(lw.per_layer_projection),
+                per_layer_gate=DensePerLayerGate(lw.per_layer_input_gate, lw.per_layer_projection),
             )
         )
     return ModelKernels(

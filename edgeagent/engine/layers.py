@@ -18,7 +18,6 @@ from edgeagent.engine.kv_cache import KVView
 from edgeagent.engine.reference import (
     F32,
     attention,
-    gelu_tanh,
     linear,
     rms_norm,
     rope_tables,
@@ -171,6 +170,5 @@ def per_layer_update(
     """The per-layer input gate: ``[T, H], [T, Hp] -> [T, H]`` added to streams 1…n−1."""
     if cfg.altup_correct_scale:
         first = first * lw.altup.correct_output_scale
-    gated = gelu_tanh(k.per_layer_input_gate(first)) * per_layer_input  # [T, Hp]
-    projected = k.per_layer_projection(gated)  # [T, Hp] -> [T, H]
+    projected = k.per_layer_gate(first, per_layer_input)  # [T, H], [T, Hp] -> [T, H]
     return rms_norm(projected, lw.post_per_layer_input_norm, cfg.rms_norm_eps)

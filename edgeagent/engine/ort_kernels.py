@@ -297,6 +297,16 @@ class ChunkedProjection:
 
 
 @dataclass(frozen=True)
+class OrtPerLayerGate:
+    """:class:`~edgeagent.engine.kernels.PerLayerGate` as one session."""
+
+    call: OrtCall
+
+    def __call__(self, x: np.ndarray, per_layer_input: np.ndarray) -> np.ndarray:
+        return self.call(x, per_layer_input)[0]
+
+
+@dataclass(frozen=True)
 class OrtGatedDown:
     """:class:`~edgeagent.engine.kernels.GatedDown` as one session (activation in the graph)."""
 
@@ -411,6 +421,19 @@ class SessionFactory:
         out = b.matmul("hidden", down, "y")
         return OrtProjection(self.call(b, {"x": m.k}, {"y": out.n}))
 
+    def per_layer_gate(self, gate: str, projection: str) -> OrtPerLayerGate:
+        """``projection(gelu(gate(x)) · per_layer_input)`` in one session."""
+        b = GraphBuilder(self.store)
+        h = b.onnx.helper
+        m = b.matmul("x", gate, "gate")
+        b.nodes += [
+            h.make_node("Gelu", ["gate"], ["activated"], approximate="tanh"),
+            h.make_node("Mul", ["activated", "per_layer_input"], ["gated"]),
+        ]
+        out = b.matmul("gated", projection, "y")
+        inputs = {"x": m.k, "per_layer_input": m.n}
+        return OrtPerLayerGate(self.call(b, inputs, {"y": out.n}))
+
     def projection(self, key: str) -> OrtProjection:
         return OrtProjection(self.projections([key]).call)
 
@@ -463,8 +486,9 @@ def quantized_kernels(cfg: TextConfig, store: QuantizedStore, threads: int = 0) 
                 o_proj=f.projection(p + "self_attn.o_proj"),
                 laurel=f.chain(p + "laurel.linear_left", p + "laurel.linear_right"),
                 ffn=SlabFFN(i, tuple(slabs)),
-                per_layer_input_gate=f.projection(p + "per_layer_input_gate"),
-                per_layer_projection=f.projection(p + "per_layer_projection"),
+                per_layer_gate=f.per_layer_gate(
+                    p + "per_layer_input_gate", p + "per_layer_projection"
+                ),
             )
         )
     n_extra = cfg.altup_num_inputs - 1

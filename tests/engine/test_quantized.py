@@ -90,7 +90,7 @@ def test_kernels_compute_the_stored_weights(heavy: Path, bits: int) -> None:
     layer = model.kernels.layers[2]
     for key, projection in [
         ("layers.2.self_attn.o_proj", layer.o_proj),
-        ("layers.2.per_layer_input_gate", layer.per_layer_input_gate),
+        ("layers.2.self_attn.q_proj", lambda rows: layer.attn_in(rows)[0]),
         ("altup_projections.0", model.kernels.altup_projections[0]),
         ("lm_head", model.kernels.lm_head),
     ]:

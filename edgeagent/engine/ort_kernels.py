@@ -5,14 +5,22 @@ Every projection and the tied LM head run as ``com.microsoft.MatMulNBits``
 quantized to int8 per block on the fly and the products run in integer
 arithmetic — NEON dot-product / i8mm / KleidiAI on ARM boards, VNNI on x86).
 
-One small ONNX graph, one session, per group of projections that share an
-input (q/k/v; gate/up of one FFN slab) or form a chain (LAuReL). Graph
-initializers point into the store's safetensors file as external data, so
-each session reads its own byte range once and prepacks it into private
-memory; nothing is duplicated and no tier owns a session: a tier picks FFN
-slabs. Sessions share one process-wide thread pool (threads from the
-hardware profile). Single-token calls (decode) reuse an IOBinding whose input
-and outputs are preallocated buffers, with ``run_options=None``.
+One small ONNX graph, one session, per group of work that shares an input:
+q/k/v; LAuReL's pair; an FFN slab (gate, up, GELU, product and down fused on
+layers without activation sparsity; gate/up, then cutoff-ReLU-GELU-down, on
+the others); the per-layer input gate and projection; the LM head in
+vocabulary chunks. Graph initializers point into the store's safetensors
+file as external data, so each session reads its own byte range once and
+prepacks it into private memory; nothing is duplicated and no tier owns a
+session: a tier picks FFN slabs. Sessions share one process-wide thread pool
+(threads from the hardware profile). Single-token calls (decode) reuse an
+IOBinding whose inputs and outputs are preallocated buffers, with
+``run_options=None``.
+
+Memory: pages of the store that ONNX Runtime keeps mapped after prepacking
+are dropped from the resident set as sessions are built; glibc is told to
+map large blocks and trim between a prefill's layers; numpy's BLAS runs on
+one thread so that it does not take the kernels' second core.
 """
 
 from __future__ import annotations
@@ -101,6 +109,38 @@ def _bound_malloc() -> Callable[[], None] | None:
         libc.malloc_trim(0)
 
     return trim
+
+
+_BLAS_THREAD_SETTERS = (
+    "scipy_openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads",
+    "openblas_set_num_threads64_",
+    "openblas_set_num_threads",
+)
+
+
+def single_threaded_blas() -> bool:
+    """Run numpy's OpenBLAS on one thread; True if it was found and set.
+
+    With the quantized kernels numpy only does the small work between them
+    (attention over the cache, norms). OpenBLAS's own threads busy-wait after
+    each call and take the core ONNX Runtime's second thread needs: a prefill
+    then runs its kernels at half speed (2.0 s of kernels took 3.4 s in a
+    forward pass, E2B, 128 tokens, 2 cores).
+    """
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _BLAS_THREAD_SETTERS:
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter(1)
+                return True
+    return False
 
 
 def release_mapped_pages(path: Path) -> int:
@@ -461,6 +501,8 @@ def quantized_kernels(cfg: TextConfig, store: QuantizedStore, threads: int = 0) 
     """Build every session over ``store`` (prepacking its weights once)."""
     started = time.perf_counter()
     trim = _bound_malloc()
+    if not single_threaded_blas():
+        _LOGGER.debug("numpy's BLAS not found: its threads may compete with the kernels'")
     f = SessionFactory(store, threads)
     layers = []
     for i in range(cfg.num_hidden_layers):

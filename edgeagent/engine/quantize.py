@@ -6,12 +6,25 @@ block has one float32 scale and no stored zero point (the operator's default,
 ``2^(bits-1)``, makes the code symmetric). Codes are packed ``[N, n_blocks,
 block_size·bits/8]`` uint8, two 4-bit codes per byte, low nibble first.
 
+Two choices keep 4 bits accurate on real (heavy-tailed) weights:
+
+- each block's scale is searched (clipping the extreme when that lowers the
+  block's squared error) rather than set by its largest weight;
+- input columns whose largest weight stands far above the median column's
+  are divided by ``√ratio`` before quantizing (``KEY.colscale``), and the
+  kernel multiplies its input by the same factors (one ``Mul``): an outlier
+  column no longer sets the scale of every block it shares.
+
+The AltUp stream projections stay at 8 bits whatever the copy's width: they
+feed every layer and the final state directly (~1 % of the weights).
+
 A copy lives in ``CHECKPOINT/edgeagent-q{bits}b{block}/``: ``weights.safetensors``
-(``KEY.qweight`` uint8, ``KEY.scales`` float32) and ``manifest.json`` (format,
-bits, block size, the FFN slab cuts, and the size and mtime of each source
-file, so an edited checkpoint is quantized again). FFN weights are stored per
-MatFormer slab (gate/up by output rows, down by input columns), each slab
-contiguous in the file, so a kernel per slab reads its own byte range.
+(``KEY.qweight`` uint8, ``KEY.scales`` and ``KEY.colscale`` float32) and
+``manifest.json`` (format, bits, block size, the FFN slab cuts, every matrix's
+shape and bits, and the size and mtime of each source file, so an edited
+checkpoint is quantized again). FFN weights are stored per MatFormer slab
+(gate/up by output rows, down by input columns), each slab contiguous in the
+file, so a kernel per slab reads its own byte range.
 """
 
 from __future__ import annotations

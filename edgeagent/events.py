@@ -68,7 +68,8 @@ class Result:
     reply: ReplyTo = NO_REPLY
 
     def body(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The JSON payload without the envelope (msg_id, seq, ts); each result type defines it."""
+        raise NotImplementedError(f"{type(self).__name__} defines no payload")
 
     def _with_request(self, body: dict[str, Any]) -> dict[str, Any]:
         if self.reply.request_id is not None:

@@ -36,7 +36,8 @@ from typing import Any
 
 from edgeagent.events import Answer, Ask, Event, Result, StateUpdate
 from edgeagent.governor.stage import Governor, GovernorService
-from edgeagent.pipeline.assistant import Assistant, AssistantService
+from edgeagent.pipeline.assistant import Assistant
+from edgeagent.pipeline.service import AssistantService
 from edgeagent.sdnotify import Notifier
 from edgeagent.settings import Settings
 from edgeagent.stages import StageContext

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 
 from edgeagent.errors import ConfigError, DaemonError, EdgeAgentError
 from edgeagent.governor.stage import Governor, GovernorService
-from edgeagent.pipeline.assistant import Assistant, AssistantService
+from edgeagent.pipeline.assistant import Assistant
+from edgeagent.pipeline.service import AssistantService
+from edgeagent.pipeline.voice import Voice
 from edgeagent.publish.mqtt import MqttPublisher
 from edgeagent.publish.service import PublishService
 from edgeagent.sdnotify import Notifier, watchdog_interval
@@ -282,7 +284,8 @@ def build_supervisor(settings: Settings, notifier: Notifier | None = None) -> Su
     (the publisher; its outbox opens and the embedded broker starts before
     READY=1), ``assistant`` (commands and the conversation; the model loads
     before READY=1) and, with ``governor.enabled``, ``governor`` (sensors and
-    the tier policy).
+    the tier policy) and, with ``audio.enabled`` and a ``model.path``, ``voice``
+    (capture, voice activity, the speech tasks).
     """
     stages = [(name, stage_factory(name)) for name in settings.daemon.stages]
     startup: list[StartupStep] = [ensure_state_dir]
@@ -301,6 +304,8 @@ def build_supervisor(settings: Settings, notifier: Notifier | None = None) -> Su
         ]
         if governor is not None:
             core.append(("governor", lambda ctx: Governor(ctx, governor)))
+        if settings.audio.enabled and settings.model.path is not None:
+            core.append(("voice", lambda ctx: Voice(ctx, assistant)))
         taken = {name for name, _ in core} & set(settings.daemon.stages)
         if taken:
             raise ConfigError(f"daemon.stages: {', '.join(sorted(taken))} always runs; remove it")

@@ -105,6 +105,7 @@ class Translation(Result):
     topic: ClassVar[str] = "translation"
     utterance_id: str
     text: str
+    final: bool
     source_language: str | None
     target_language: str
 
@@ -113,6 +114,7 @@ class Translation(Result):
             {
                 "utterance_id": self.utterance_id,
                 "text": self.text,
+                "final": self.final,
                 "source_language": self.source_language,
                 "target_language": self.target_language,
             }

@@ -174,7 +174,7 @@ class AudioSettings(BaseModel):
         "within the last vad_start_ms plus half as much again.",
     )
     vad_hangover_ms: int = Field(
-        500,
+        300,
         ge=50,
         le=5000,
         description="Silence that ends an utterance, ms, 50-5000 (the end time reported is the "
@@ -202,6 +202,104 @@ class AudioSettings(BaseModel):
         if self.channel is not None and self.channel >= self.channels:
             raise ValueError(f"channel {self.channel} needs channels > {self.channel}")
         return self
+
+
+class VoiceSettings(BaseModel):
+    """The voice pipeline: how listening starts, what is made of speech, what is kept."""
+
+    model_config = _SECTION
+
+    activation: Literal["always", "wake_phrase", "push_to_talk"] = Field(
+        "always",
+        description='How an utterance starts: "always" (voice activity), "wake_phrase" (voice '
+        "activity, then the transcript must start with wake_phrase; the rest of it is the "
+        'request) or "push_to_talk" (between cmd/listen start and stop, or while '
+        "push_to_talk_key is held).",
+    )
+    wake_phrase: str = Field(
+        "hey gemma",
+        min_length=1,
+        max_length=64,
+        description="Words that must open the transcript in wake_phrase mode (case and "
+        "punctuation ignored).",
+    )
+    push_to_talk_device: Path | None = Field(
+        None,
+        description="Linux input device read for push_to_talk_key, e.g. "
+        "/dev/input/by-id/usb-...-event-kbd. Unset: only cmd/listen.",
+    )
+    push_to_talk_key: str = Field(
+        "KEY_SPACE",
+        description="Key held to talk: a Linux key name (KEY_SPACE, KEY_F13, BTN_LEFT, ...) or "
+        "its numeric code.",
+    )
+    task: Literal["assistant", "transcribe", "translate"] = Field(
+        "assistant",
+        description='What speech becomes: "assistant" (an answer), "transcribe" (a transcript) '
+        'or "translate" (a translation into target_language). cmd/task changes it at run time.',
+    )
+    target_language: str = Field(
+        "en",
+        pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+        description="Language translations are made into: a BCP 47 tag such as fr, de, pt-BR.",
+    )
+    transcript: bool = Field(
+        False,
+        description="In assistant mode, also publish a transcript of each utterance, after the "
+        "answer: true or false.",
+    )
+    barge_in: Literal["cancel", "queue"] = Field(
+        "cancel",
+        description='Speech that starts while an answer is being generated: "cancel" stops '
+        'that answer (stop_reason "cancelled"); "queue" lets it finish and answers after.',
+    )
+    system_prompt: str | None = Field(
+        None,
+        max_length=4000,
+        description="Text put before the first turn of the conversation. Unset: none.",
+    )
+    max_new_tokens: int = Field(
+        256, ge=1, le=8192, description="Longest answer, transcript or translation, tokens."
+    )
+    partial_interval_ms: int = Field(
+        250,
+        ge=0,
+        le=10_000,
+        description="Least time between two partial messages of one answer, ms, 0-10000 (the "
+        "first partial is sent at once).",
+    )
+    speak_command: tuple[str, ...] = Field(
+        (),
+        description='Program that reads text aloud from its standard input, e.g. ["sh", "-c", '
+        '"espeak-ng -v fr --stdout | aplay -q"]. Empty: nothing is spoken.',
+    )
+    speak: tuple[Literal["answer", "translation", "transcript"], ...] = Field(
+        ("answer", "translation"),
+        description="Which final results the speak command reads aloud.",
+    )
+    history_max_turns: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Conversation turns kept (older ones are forgotten, on disk too), 1-1000.",
+    )
+    history_max_age_s: float = Field(
+        3600.0,
+        gt=0,
+        le=30 * 86400,
+        description="Turns older than this are forgotten (on disk too), s, up to 30 days.",
+    )
+    persist_history: bool = Field(
+        True,
+        description="Keep the conversation in daemon.state_dir so that it survives a restart "
+        "(token ids, and the audio encoder's outputs for spoken turns; never audio): true or "
+        "false.",
+    )
+    debug_keep_audio: bool = Field(
+        False,
+        description="Debugging only: write each utterance's audio as a WAV file to "
+        "daemon.state_dir/debug-audio: true or false.",
+    )
 
 
 class CameraSettings(BaseModel):
@@ -542,6 +640,7 @@ class Settings(BaseSettings):
     )
     model: ModelSettings = ModelSettings()
     audio: AudioSettings = AudioSettings()
+    voice: VoiceSettings = VoiceSettings()
     camera: CameraSettings = CameraSettings()
     mqtt: MqttSettings = MqttSettings()
     governor: GovernorSettings = GovernorSettings()
@@ -567,4 +666,5 @@ SECTIONS: tuple[str, ...] = tuple(
     and isinstance(field.annotation, type)
     and issubclass(field.annotation, BaseModel)
 )
-"""The subsystem sections, in order: model, audio, camera, mqtt, governor, daemon, logging."""
+"""The subsystem sections, in order: model, audio, voice, camera, mqtt, governor, daemon,
+logging."""

@@ -53,6 +53,8 @@ EXAMPLES = {
     "ca_file": '"/etc/edgeagent/broker-ca.pem"',
     "client_cert_file": '"/etc/edgeagent/client.pem"',
     "client_key_file": '"/etc/edgeagent/client.key"',
+    "push_to_talk_device": '"/dev/input/by-id/usb-Example_Keyboard-event-kbd"',
+    "system_prompt": '"You are a helpful assistant on smart glasses. Answer in one sentence."',
     "client_id": '"edgeagent-kitchen-hub"',
     "username": '"edgeagent"',
     "password": '"prefer EDGEAGENT_MQTT__PASSWORD"',

@@ -10,7 +10,7 @@ system prompt kept).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +71,44 @@ class Conversation:
         return (
             np.concatenate([s.ids for s in self.history]) if self.history else np.zeros(0, np.int64)
         )
+
+    @property
+    def turn(self) -> int:
+        """The number of the current (last opened) turn; 0 before the first."""
+        return self._turn
+
+    def turns(self) -> list[int]:
+        """Numbers of the turns in the history, oldest first (the preamble, 0, excluded)."""
+        return sorted({s.turn for s in self.history if s.turn > 0})
+
+    def forget_turns(self, turns: Collection[int]) -> None:
+        """Drop whole turns from the history; the cache is rebuilt at the next feed."""
+        gone = set(turns) - {0}
+        if not gone:
+            return
+        self.history = [s for s in self.history if s.turn not in gone]
+        self._reset_cache()
+
+    def restore(self, segments: Sequence[Segment]) -> None:
+        """Replace the history with ``segments`` (e.g. read back after a restart).
+
+        Nothing is prefilled yet: the next feed (or :meth:`rebuild`) does it.
+        """
+        hidden = self.model.config.hidden_size
+        for segment in segments:
+            if segment.embeds is not None and segment.embeds.shape != (len(segment), hidden):
+                raise EngineError(
+                    f"restored soft tokens must be [{len(segment)}, {hidden}], "
+                    f"got {segment.embeds.shape}"
+                )
+        self.history = list(segments)
+        self._turn = max((s.turn for s in self.history), default=0)
+        self._reset_cache()
+
+    def _reset_cache(self) -> None:
+        self.state = self.model.new_state(self.state.tier, self.max_context)
+        self._unfed = list(self.history)
+        self._logits = None
 
     def _append(self, segment: Segment) -> None:
         self.history.append(segment)
@@ -187,5 +225,4 @@ class Conversation:
             )
         _LOGGER.info("context full (%d tokens): dropped turns %s, rebuilding", needed, dropped)
         self.history = [s for s in self.history if s.turn not in dropped]
-        self.state = self.model.new_state(self.state.tier, self.max_context)
-        self._unfed = list(self.history)
+        self._reset_cache()

@@ -20,7 +20,9 @@ def settings(config: Path | None = None, **cli: object) -> Settings:
 
 
 def test_sections_are_one_model_per_subsystem() -> None:
-    assert SECTIONS == ("model", "audio", "camera", "mqtt", "governor", "daemon", "logging")
+    assert SECTIONS == (
+        "model", "audio", "voice", "camera", "mqtt", "governor", "daemon", "logging"
+    )
 
 
 def test_defaults() -> None:

@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from edgeagent.pipeline.assistant import AssistantService
+from edgeagent.pipeline.service import AssistantService
 from tests.governor.fake_sysfs import CAPACITY, STATUS, FakeSysfs, zone
 from tests.publish.conftest import daemon_settings, until
 from tests.publish.mqtt_helpers import Mosquitto, Subscriber

@@ -15,5 +15,8 @@ setup(
         "edgeagent.hw_profiles",
     ],
     package_dir={"edgeagent.hw_profiles": "hw_profiles"},
-    package_data={"edgeagent.hw_profiles": ["*.toml"]},
+    package_data={
+        "edgeagent.hw_profiles": ["*.toml"],
+        "edgeagent.demo": ["speech.wav", "speech.json"],  # the clip `edgeagent demo` plays
+    },
 )

@@ -14,18 +14,19 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from edgeagent import __version__
-from edgeagent.commands import bench, config, generate, governor, model, profiles, run
+from edgeagent.commands import bench, config, demo, generate, governor, model, profiles, run
 from edgeagent.errors import ConfigError, EdgeAgentError
 
 COMMAND_MODULES: tuple[ModuleType, ...] = (
     run,
     config,
     profiles,
-    # Engine commands; later issues append theirs (bench, demo, ...) here.
+    # Engine commands; later issues append theirs here.
     model,
     generate,
     bench,
     governor,
+    demo,
 )
 
 

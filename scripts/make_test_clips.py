@@ -72,6 +72,16 @@ SHORT_CLIPS = (
     ),
     ClipSpec("one_white_5db", ("How is the weather today?",), (0.5,), 0.9, "whitenoise", 5.0),
 )
+# Shipped inside the package for `edgeagent demo` (its .json tells the demo what was said).
+DEMO_DIR = REPO / "edgeagent" / "demo"
+DEMO_CLIP = ClipSpec(
+    "speech",
+    ("What is the weather like today?", "Set a timer for ten minutes."),
+    (0.5, 1.0),
+    0.9,
+    "pinknoise",
+    20.0,
+)
 
 _EVAL_SENTENCES = (
     "Turn on the lights in the kitchen.",
@@ -206,11 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"make_test_clips: {tool} not found (apt-get install {tool})", file=sys.stderr)
             return 1
-    out_dir = args.eval or CLIP_DIR
-    specs = eval_clips() if args.eval else list(SHORT_CLIPS)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = (
+        [(spec, args.eval) for spec in eval_clips()]
+        if args.eval
+        else [*((spec, CLIP_DIR) for spec in SHORT_CLIPS), (DEMO_CLIP, DEMO_DIR)]
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in specs:
+        for spec, out_dir in jobs:
+            out_dir.mkdir(parents=True, exist_ok=True)
             meta = make_clip(spec, out_dir, Path(tmp))
             print(f"{out_dir / spec.name}.wav: {meta['duration_s']:.2f} s, "
                   f"{len(meta['utterances'])} utterance(s), noise {spec.noise} {spec.snr_db} dB")  # type: ignore[arg-type]  # fmt: skip

@@ -2,7 +2,7 @@
 
 :func:`generate` answers the conversation's open model turn. While it
 decodes, ``on_partial(text, tokens)`` is called (on the worker thread) with
-the full text so far: at the first token at once, then at most every
+the full text so far: as soon as there is text, then at most every
 ``interval_s``; a partial's text is always a prefix of the final text.
 The event-loop half (:class:`LoopSink`) turns those calls
 into results on the publisher's queue, in order.
@@ -21,7 +21,6 @@ from edgeagent.errors import EngineError
 
 SAMPLING = engine.SamplingParams()  # Gemma's defaults: temperature 1.0, top-k 64, top-p 0.95
 PartialSink = Callable[[str, int], None]
-
 
 
 @dataclass(frozen=True)
@@ -75,11 +74,11 @@ def generate(
         ids.append(token)
         if not _is_byte(tokenizer.id_to_token(token)):
             settled[0] = len(ids)
-        if on_partial is None or (len(ids) > 1 and now - last_partial[0] < interval_s):
-            return
+        if on_partial is None or (published[0] and now - last_partial[0] < interval_s):
+            return  # the first text goes out at once, the rest at most every interval_s
         # a trailing run of byte tokens is held back: later bytes may still join it
         text = tokenizer.decode(ids[: settled[0]])
-        if text != published[0] or len(ids) == 1:
+        if text != published[0]:
             last_partial[0], published[0] = now, text
             on_partial(text, len(ids))
 

@@ -141,3 +141,26 @@ async def test_push_to_talk_processes_nothing_until_cmd_listen(
     end = next(b for t, b in ordered(sub) if t == "event" and b["event_type"] == "speech_end")
     assert end["reason"] == "released"
     assert 1.0 <= end["end_s"] - end["start_s"] <= 3.0
+
+
+async def test_wake_phrase_mode_ignores_speech_without_the_phrase(
+    short_tmp: Path, mosquitto: Mosquitto, subscribers: list[Subscriber], daemons: Any,
+    voice_model: Path,
+) -> None:  # fmt: skip
+    # random weights never transcribe "hey gemma": every utterance is heard and then ignored
+    settings = voice_settings(short_tmp / "state", mosquitto.port, voice_model, "two_clean.wav",
+                              activation="wake_phrase")  # fmt: skip
+    sub = await run_clip(daemons, mosquitto, subscribers, settings)
+    await asyncio.to_thread(
+        sub.wait,
+        lambda s: sum(b["event_type"] == "utterance_ignored" for t, b in ordered(s)
+                      if t == "event") >= 2,
+        30, "two ignored utterances",
+    )  # fmt: skip
+    assert not sub.invalid, sub.invalid
+    messages = ordered(sub)
+    ignored = [b for t, b in messages if t == "event" and b["event_type"] == "utterance_ignored"]
+    starts = [b for t, b in messages if t == "event" and b["event_type"] == "speech_start"]
+    assert [b["utterance_id"] for b in ignored] == [b["utterance_id"] for b in starts]
+    assert all(b["reason"] == "no_wake_phrase" for b in ignored)
+    assert not [t for t, _ in messages if t in ("answer", "transcript", "translation")]

@@ -8,6 +8,7 @@ import os
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,12 @@ from edgeagent.events import Answer, Result, Transcript, Translation
 from edgeagent.pipeline.history import expired_turns
 from edgeagent.pipeline.keys import EV_KEY, KEY_CODES, PushToTalkKey, key_code
 from edgeagent.pipeline.prompts import after_wake_phrase, language_name, spoken_turn_opening
+from edgeagent.pipeline.service import AssistantService
 from edgeagent.pipeline.speak import Speaker
+from edgeagent.pipeline.voice import Voice
+from edgeagent.sdnotify import Notifier
+from edgeagent.settings import Settings
+from edgeagent.stages import StageContext
 
 EV_SYN = 0
 
@@ -117,3 +123,22 @@ def test_retention_forgets_surplus_and_old_turns() -> None:
     assert expired_turns(times, now, max_turns=10, max_age_s=3600) == [1]
     assert expired_turns(times, now, max_turns=2, max_age_s=3600) == [1, 2]
     assert expired_turns({}, now, max_turns=1, max_age_s=1) == []
+
+
+def voice_stage(barge_in: str) -> tuple[Any, AssistantService]:
+    settings = Settings.model_validate({"voice": {"barge_in": barge_in}})
+    service = AssistantService(settings)
+    ctx = StageContext(settings, Notifier(None))
+    return Voice(ctx, service), service
+
+
+@pytest.mark.parametrize(("barge_in", "cancelled"), [("cancel", True), ("queue", False)])
+async def test_speech_during_an_answer_cancels_or_queues_it(barge_in: str, cancelled: bool) -> None:
+    stage, service = voice_stage(barge_in)
+    service.generating = True  # an answer is being decoded on the worker thread
+    stage._start(1.0, {})
+    assert service.cancel_answer.is_set() is cancelled
+    assert service.should_stop() is cancelled
+    for task in list(stage._tasks):
+        task.cancel()
+    await asyncio.gather(*stage._tasks, return_exceptions=True)

@@ -18,7 +18,8 @@ governor's ``suspend`` rung, audio is dropped and an open utterance abandoned.
 Source trouble (``audio_source_lost`` / ``_reopened`` / ``_ended``) is
 published as events. When a finite source (a file without loop) ends, the
 stage finishes the utterances in flight, sets
-:attr:`AssistantService.voice_done` and returns.
+:attr:`AssistantService.voice_done` and returns; at shutdown it does the same
+without setting it.
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ _LOGGER = logging.getLogger(__name__)
 
 
 class Voice(Stage):
-    """See the module docstring."""
+    """See the module docstring.
 
-    intake = True
+    Not an intake stage: at shutdown (``ctx.draining``) it stops capture itself,
+    closes the utterance in progress and lets the ones in flight be answered
+    within ``daemon.shutdown_timeout_s``.
+    """
 
     def __init__(self, ctx: StageContext, service: AssistantService) -> None:
         self.ctx = ctx
@@ -73,20 +77,34 @@ class Voice(Stage):
             self._spawn(key.run(), "push-to-talk-key")
         capture = open_capture(self.settings.audio, self._source_event)
         try:
-            async for block in capture.blocks():
-                self._route(block)
+            listening = asyncio.create_task(self._listen(capture), name="voice:capture")
+            draining = asyncio.create_task(self.ctx.draining.wait(), name="voice:drain-wait")
+            await asyncio.wait({listening, draining}, return_when=asyncio.FIRST_COMPLETED)
+            reason = "stream_end"
+            if not listening.done():  # shutting down: stop capture, answer what was heard
+                reason = "shutdown"
+                listening.cancel()
+            draining.cancel()
+            await asyncio.gather(listening, draining, return_exceptions=True)
+            if not listening.cancelled():
+                listening.result()  # a capture failure fails the stage, which is restarted
             if self._vad is not None:
-                self._vad_outputs(self._vad.flush())
+                self._vad_outputs(self._vad.flush(), end_reason=reason)
             if self.current is not None:
-                self._finish(self.current, capture.position / RATE, "stream_end")
+                self._finish(self.current, capture.position / RATE, reason)
             utterances = [t for t in self._tasks if t.get_name().startswith("utterance")]
             await asyncio.gather(*utterances, return_exceptions=True)
             await speaker.drain()
-            service.voice_done.set()
+            if reason == "stream_end":
+                service.voice_done.set()
         finally:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _listen(self, capture: Any) -> None:
+        async for block in capture.blocks():
+            self._route(block)
 
     # -- routing (on the loop, per block) --------------------------------------------------
     def _route(self, block: AudioBlock) -> None:
@@ -105,7 +123,7 @@ class Voice(Stage):
             return
         self._vad_outputs(self._vad.push(block.pcm, block.start))
 
-    def _vad_outputs(self, outputs: list[VadOutput]) -> None:
+    def _vad_outputs(self, outputs: list[VadOutput], end_reason: str | None = None) -> None:
         for out in outputs:
             if isinstance(out, SpeechStart):
                 extra = {"utterance": out.utterance}
@@ -118,7 +136,7 @@ class Voice(Stage):
                 utt = self._vad_ids.pop(out.utterance, None)
                 if utt is not None:
                     extra = {"hangover_ms": self.settings.audio.vad_hangover_ms}
-                    self._finish(utt, out.end_s, out.reason, extra)
+                    self._finish(utt, out.end_s, end_reason or out.reason, extra)
 
     def _push_to_talk(self, block: AudioBlock) -> None:
         listening = self.service.listening

@@ -164,3 +164,24 @@ async def test_wake_phrase_mode_ignores_speech_without_the_phrase(
     assert [b["utterance_id"] for b in ignored] == [b["utterance_id"] for b in starts]
     assert all(b["reason"] == "no_wake_phrase" for b in ignored)
     assert not [t for t, _ in messages if t in ("answer", "transcript", "translation")]
+
+
+async def test_shutdown_answers_the_utterance_in_progress(
+    short_tmp: Path, mosquitto: Mosquitto, subscribers: list[Subscriber], daemons: Any,
+    voice_model: Path,
+) -> None:  # fmt: skip
+    settings = voice_settings(short_tmp / "state", mosquitto.port, voice_model, "two_clean.wav")
+    settings = settings.model_copy(
+        update={"audio": settings.audio.model_copy(update={"file_realtime": True})}
+    )
+    daemon = daemons(settings)
+    sub = Subscriber(mosquitto.port, TOPICS)
+    subscribers.append(sub)
+    await daemon.start()
+    await asyncio.to_thread(sub.wait, lambda s: "speech_start" in kinds(ordered(s)), 30, "speech")
+    await asyncio.sleep(0.3)  # mid-sentence: SIGTERM
+    assert await daemon.stop() == 0
+    sequence = [k for k in kinds(ordered(sub)) if not k.endswith(":partial")]
+    assert sequence == ["speech_start", "speech_end", "answer:final"]
+    end = next(b for t, b in ordered(sub) if t == "event" and b["event_type"] == "speech_end")
+    assert end["reason"] == "shutdown"

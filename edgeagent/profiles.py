@@ -52,6 +52,11 @@ class ModelProfile(BaseModel):
     tiers: tuple[Name, ...] = Field(
         min_length=1, description="Tiers the board may run, largest first."
     )
+    kernels: Literal["reference", "quantized"] = Field(
+        "quantized",
+        description="Engine kernels: quantized (4-bit weights, int8 activations) on every real "
+        "board; reference (numpy float32) only to check results.",
+    )
 
 
 class BatteryProfile(BaseModel):
@@ -149,6 +154,7 @@ class HardwareProfile(BaseModel):
                 "threads": self.cpu.threads,
                 "memory_budget_mb": self.memory.budget_mb,
                 "allowed_tiers": list(self.model.tiers),
+                "kernels": self.model.kernels,
             },
             "audio": {"device": self.audio.device},
             "camera": camera,

@@ -44,6 +44,7 @@ def test_profile_loads_and_validates(path: Path) -> None:
     assert s.model.threads == profile.cpu.threads
     assert s.model.memory_budget_mb == profile.memory.budget_mb
     assert s.model.allowed_tiers == profile.model.tiers
+    assert s.model.kernels == "quantized"  # boards run the fast kernels unless told otherwise
     assert s.governor.thermal_zone_paths == profile.thermal.zone_paths
     assert s.camera.enabled == (profile.camera.device != "none")
 

@@ -170,9 +170,13 @@ class AssistantService:
         assert conversation is not None
         voice = self.settings.voice
         now = time.time()
-        keep = voice.history_max_turns - 1  # the new turn is the last one kept
-        expired = history.expired_turns(self.turn_times, now, keep, voice.history_max_age_s)
+        age = voice.history_max_age_s
+        expired = history.expired_turns(self.turn_times, now, voice.history_max_turns - 1, age)
         if expired:
+            # forget down to three quarters of the limit: the cache is then rebuilt once every
+            # few turns, not before every turn once the limit is reached
+            keep = max(0, voice.history_max_turns * 3 // 4 - 1)
+            expired = history.expired_turns(self.turn_times, now, keep, age)
             _LOGGER.info("forgetting turns %s (retention)", expired)
             conversation.forget_turns(expired)
             for turn in expired:

@@ -8,8 +8,10 @@ Two coroutines per utterance, joined by a queue of soft tokens:
   efficient batches — and flushes it at the end of speech;
 - **converse** (worker thread, turn lock held): opens the user turn with the
   task's instruction, prefills soft tokens into the conversation's KV cache
-  while the person is still speaking, and at the end adds the closing
-  template tokens and decodes, streaming partial results.
+  while the person is still speaking (as they come; in batches of
+  ``PREFILL_MIN_TOKENS`` while the encoder is behind), and at the end adds the
+  closing template tokens (one forward pass) and decodes, streaming partial
+  results.
 
 Tasks (``voice.task`` or ``cmd/task``): ``assistant`` → ``<base>/answer`` (then,
 with ``voice.transcript``, a transcript decoded as a second turn);
@@ -34,7 +36,15 @@ import numpy as np
 
 from edgeagent import engine
 from edgeagent.errors import EngineError
-from edgeagent.events import Answer, Event, Result, Transcript, Translation, error_event
+from edgeagent.events import (
+    Answer,
+    Event,
+    Result,
+    StateUpdate,
+    Transcript,
+    Translation,
+    error_event,
+)
 from edgeagent.pipeline import prompts
 from edgeagent.pipeline.answering import Generated, LoopSink, generate
 from edgeagent.pipeline.service import AssistantService
@@ -45,7 +55,18 @@ F32 = np.float32
 RATE = 16_000
 WAKE_TRANSCRIPT_TOKENS = 48  # enough for a wake phrase and a short request
 SCRATCH_CONTEXT = 512  # the wake-phrase check's conversation: one utterance of ≤ 30 s
+# Soft tokens per prefill while the audio encoder is behind (4: 640 ms of speech). A forward
+# pass costs far less per token in a batch (E2B: 4 tokens ~2.3x one), and the encoder shares
+# the cores: when it falls behind, batching leaves them to it. When it keeps up, tokens are
+# prefilled as they come, so that little is left for the end of speech.
+PREFILL_MIN_TOKENS = 4
+ENCODER_BEHIND_SAMPLES = RATE // 10  # more than 100 ms of audio waiting for one push
 ResultMaker = Callable[[str, bool, dict[str, Any]], Result]  # (text, final, fields) -> result
+Mark = tuple[float, float]  # (time.perf_counter(), time.process_time()): debug timing
+
+
+def _now() -> Mark:
+    return time.perf_counter(), time.process_time()
 
 
 @dataclass
@@ -61,6 +82,8 @@ class Utterance:
     end_s: float | None = None
     ended_at: float | None = None  # when the end of speech was decided
     cancelled: bool = False  # muted or reset before it was answered
+    encoder_behind: bool = False  # the last push took more audio than arrives while it ran
+    marks: dict[str, Mark] = field(default_factory=dict)  # the end and the steps after it
 
     @property
     def abandoned(self) -> bool:
@@ -74,6 +97,7 @@ class Utterance:
     def finish(self, end_s: float) -> None:
         """The end of speech (decided now)."""
         self.end_s, self.ended_at = end_s, time.perf_counter()
+        self.marks["end"] = _now()
         self.audio.put_nowait(None)
 
 
@@ -116,13 +140,18 @@ class UtteranceRunner:
                 chunks.append(utt.audio.get_nowait())
             ended = chunks[-1] is None
             pcm = [c for c in chunks if c is not None]
+            utt.encoder_behind = sum(len(c) for c in pcm) > ENCODER_BEHIND_SAMPLES
             if self.voice.debug_keep_audio:
                 kept += pcm
+            if ended:
+                utt.marks["seen"] = _now()
             if pcm:
                 tokens = await self.service.in_audio_worker(stream.push, np.concatenate(pcm))
                 if len(tokens):
                     soft.put_nowait(tokens)
+        utt.marks["pushed"] = _now()
         tail = await self.service.in_audio_worker(stream.flush)
+        utt.marks["flushed"] = _now()
         if len(tail):
             soft.put_nowait(tail)
         soft.put_nowait(None)
@@ -138,11 +167,12 @@ class UtteranceRunner:
             opening = prompts.spoken_turn_opening(utt.task, utt.target_language)
             await service.in_worker(self._open_turn, conversation, opening)
             try:
-                await self._prefill_speech(conversation, soft)
+                await self._prefill_speech(conversation, soft, utt)
                 if utt.abandoned:
                     await service.in_worker(conversation.forget_turns, [conversation.turn])
                     return
                 generated = await self._decode(utt, conversation, utt.task)
+                _log_timing(utt, generated)
                 wanted = utt.task == "assistant" and self.voice.transcript
                 if wanted and generated.stop_reason != "cancelled":
                     text = prompts.TRANSCRIBE_AFTER
@@ -150,6 +180,9 @@ class UtteranceRunner:
                     await self._decode(utt, conversation, "transcribe")
             finally:
                 await service.in_worker(service.end_turn)
+                await self.ctx.channels.results.put(
+                    StateUpdate({"conversation_turns": service.turns})
+                )
 
     # -- worker-thread steps ---------------------------------------------------------------
     def _open_turn(self, conversation: engine.Conversation, opening: str) -> None:
@@ -167,8 +200,13 @@ class UtteranceRunner:
         conversation.feed()
 
     def _close_turn(self, conversation: engine.Conversation) -> None:
-        conversation.add_ids([self._config_id("eoa_token_id")])
-        conversation.add_text(prompts.spoken_turn_closing())
+        # One segment, so one forward pass: every pass reads all the weights, whatever its length.
+        tokenizer = conversation.model.tokenizer
+        if tokenizer is None:
+            raise EngineError("the checkpoint has no tokenizer.json: cannot close the turn")
+        closing = tokenizer.encode(prompts.spoken_turn_closing())
+        conversation.add_ids([self._config_id("eoa_token_id"), *closing])
+        conversation.feed()  # here rather than in reply(), so that the two can be timed apart
 
     def _config_id(self, name: str) -> int:
         model = self.service.model
@@ -180,19 +218,30 @@ class UtteranceRunner:
 
     # -- steps on the loop -----------------------------------------------------------------
     async def _prefill_speech(
-        self, conversation: engine.Conversation, soft: asyncio.Queue[np.ndarray | None]
+        self,
+        conversation: engine.Conversation,
+        soft: asyncio.Queue[np.ndarray | None],
+        utt: Utterance,
     ) -> None:
-        """Prefill soft tokens as they come; then the closing template tokens."""
+        """Prefill soft tokens as they come (batched while the encoder is behind); then the
+        closing template tokens."""
+        marks = utt.marks
+        held: list[np.ndarray] = []
         while True:
             batch = [await soft.get()]
             while not soft.empty():
                 batch.append(soft.get_nowait())
-            tokens = [b for b in batch if b is not None]
-            if tokens:
-                await self.service.in_worker(self._feed_soft, conversation, np.concatenate(tokens))
-            if batch[-1] is None:
+            ended = batch[-1] is None
+            held += [b for b in batch if b is not None]
+            enough = sum(len(b) for b in held) >= PREFILL_MIN_TOKENS or not utt.encoder_behind
+            if held and (ended or enough):
+                await self.service.in_worker(self._feed_soft, conversation, np.concatenate(held))
+                held = []
+            if ended:
                 break
+        marks["prefilled"] = _now()
         await self.service.in_worker(self._close_turn, conversation)
+        marks["closed"] = _now()
 
     async def _decode(
         self, utt: Utterance, conversation: engine.Conversation, task: str
@@ -251,7 +300,7 @@ class UtteranceRunner:
         )
         opening = prompts.spoken_turn_opening("transcribe", None)
         await service.in_worker(self._open_scratch, scratch, opening)
-        await self._prefill_speech(scratch, soft)
+        await self._prefill_speech(scratch, soft, utt)
         heard: Generated = await service.in_worker(
             generate, scratch, WAKE_TRANSCRIPT_TOKENS, None, None, 1.0, utt.ended_at
         )
@@ -301,3 +350,18 @@ class UtteranceRunner:
             out.setframerate(RATE)
             out.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
         _LOGGER.info("debug: utterance audio kept in %s", path)
+
+
+def _log_timing(utt: Utterance, generated: Generated) -> None:
+    """Debug: where the time from the end of speech to the first token went, ms after the end:
+    wall clock, and the process's CPU time (all threads; load-independent)."""
+    end = utt.marks.get("end")
+    if end is None or not _LOGGER.isEnabledFor(logging.DEBUG):
+        return
+    steps = [k for k in ("seen", "pushed", "flushed", "prefilled", "closed") if k in utt.marks]
+    wall = " ".join(f"{k}={(utt.marks[k][0] - end[0]) * 1000:.1f}" for k in steps)
+    cpu = " ".join(f"{k}={(utt.marks[k][1] - end[1]) * 1000:.1f}" for k in steps)
+    _LOGGER.debug(
+        "utterance %s timing after the end of speech, ms: %s first_token=%.1f; process CPU ms: %s",
+        utt.id, wall, generated.ttft_ms, cpu,
+    )  # fmt: skip

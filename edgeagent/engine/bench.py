@@ -255,7 +255,7 @@ def ceilings(
     model: TextModel,
     tier: str | None = None,
     progress: Progress | None = None,
-    rounds: int = 9,
+    rounds: int = 15,
     bandwidth: float | None = None,
 ) -> dict[str, float]:
     """The engine against its own kernels, measured now (see module doc).

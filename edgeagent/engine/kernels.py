@@ -21,7 +21,7 @@ cache, sampling) is small next to the projections and stays numpy float32.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -86,6 +86,20 @@ class PerLayerGate(Protocol):
     def __call__(self, x: np.ndarray, per_layer_input: np.ndarray) -> np.ndarray: ...
 
 
+class PassMemory(Protocol):
+    """Memory hooks around a multi-token pass (a prefill), whose activations are ~1 MB blocks
+    that a long-lived heap would otherwise keep resident after they are freed."""
+
+    def begin(self) -> None:
+        """A multi-token pass starts."""
+
+    def release(self) -> None:
+        """Give what the pass has freed so far back to the OS (between its blocks)."""
+
+    def end(self) -> None:
+        """The pass is over (also after an error)."""
+
+
 class FFN(Protocol):
     """A layer's FFN as slabs; a tier asks for the slabs covering its width."""
 
@@ -115,8 +129,9 @@ class ModelKernels:
     lm_head: Projection  # tied to embed_tokens
     description: str = ""
     store: QuantizedStore | None = None  # the quantized copy the kernels read, if any
-    # called between the layers of a multi-token pass: gives freed activations back to the OS
-    trim: Callable[[], None] | None = None
+    # around and between the layers of a multi-token pass: keeps its activations from staying
+    # resident
+    pass_memory: PassMemory | None = None
 
     def check_widths(self, ffn_dims: Sequence[int], layers: Sequence[int]) -> None:
         """Raise TierError unless every layer's FFN can run at its width."""

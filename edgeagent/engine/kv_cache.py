@@ -24,9 +24,11 @@ F32 = np.float32
 KV_DTYPES = ("fp32", "fp16", "int8")
 
 KVView = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""Keys ``[n_kv, S, hd]``, values ``[n_kv, S, hd]`` and their positions ``[S]`` (−1: empty).
+"""Keys ``[n_kv, hd, S]``, values ``[n_kv, S, hd]`` and their positions ``[S]`` (−1: empty).
 
-Head-major, as stored: attention reads each head's keys as one matrix, no copy."""
+As stored, so that attention reads them without a copy: each head's keys as one
+``[hd, S]`` matrix (queries ``[T·g, hd]`` times it gives the scores row-major),
+each head's values as one ``[S, hd]`` matrix."""
 
 
 class ContextFullError(EngineError):
@@ -41,34 +43,51 @@ def check_kv_dtype(dtype: str) -> str:
 
 
 class KVStore:
-    """``rows`` entries of ``[n_kv, hd]`` in one storage dtype, head-major ``[n_kv, rows, hd]``,
-    read back as float32."""
+    """``rows`` entries of ``[n_kv, hd]`` in one storage dtype, read back as float32.
 
-    def __init__(self, rows: int, n_kv: int, head_dim: int, dtype: str) -> None:
+    Head-major: values ``[n_kv, rows, hd]``; keys (``keys=True``) transposed,
+    ``[n_kv, hd, rows]``.
+    """
+
+    def __init__(self, rows: int, n_kv: int, head_dim: int, dtype: str, keys: bool = False) -> None:
         self.dtype = check_kv_dtype(dtype)
+        self.rows = rows
+        self.keys = keys
         storage = {"fp32": F32, "fp16": np.float16, "int8": np.int8}[dtype]
-        self.data = np.zeros((n_kv, rows, head_dim), dtype=storage)  # [n_kv, R, hd]
+        shape = (n_kv, head_dim, rows) if keys else (n_kv, rows, head_dim)
+        self.data = np.zeros(shape, dtype=storage)
         # int8: one scale per entry and head; float storage needs none
         self.scale = np.zeros((n_kv, rows) if dtype == "int8" else (n_kv, 0), dtype=F32)
 
+    def layout(self, x: np.ndarray) -> np.ndarray:
+        """``[T, n_kv, hd]`` entries in this store's layout (a view)."""
+        return x.transpose(1, 2, 0) if self.keys else x.transpose(1, 0, 2)
+
+    def _at(self, where: slice | np.ndarray) -> tuple[slice | np.ndarray, ...]:
+        return (slice(None), slice(None), where) if self.keys else (slice(None), where)
+
     def write(self, where: slice | np.ndarray, x: np.ndarray) -> None:
         """Store ``x`` ``[T, n_kv, hd]`` float32 at rows ``where``."""
-        heads = x.transpose(1, 0, 2)  # [n_kv, T, hd]
+        entries = self.layout(x)
+        at = self._at(where)
         if self.dtype != "int8":
-            self.data[:, where] = heads
+            self.data[at] = entries
             return
-        absmax = np.max(np.abs(heads), axis=-1)  # [n_kv, T]
+        hd_axis = 1 if self.keys else 2
+        absmax = np.max(np.abs(entries), axis=hd_axis)  # [n_kv, T]
         scale = np.where(absmax > 0, absmax / F32(127.0), F32(1.0)).astype(F32)
-        self.data[:, where] = np.rint(heads / scale[..., None])
+        self.data[at] = np.rint(entries / np.expand_dims(scale, hd_axis))
         self.scale[:, where] = scale
 
     def read(self, where: slice | np.ndarray) -> np.ndarray:
-        """Rows ``where`` as float32 ``[n_kv, S, hd]`` (a view for float32 storage and a slice)."""
+        """Rows ``where`` as float32 in this store's layout (a view for float32 and a slice)."""
+        at = self._at(where)
         if self.dtype == "fp32":
-            return self.data[:, where]
+            return self.data[at]
         if self.dtype == "fp16":
-            return self.data[:, where].astype(F32)
-        return self.data[:, where].astype(F32) * self.scale[:, where][..., None]
+            return self.data[at].astype(F32)
+        scale = np.expand_dims(self.scale[:, where], 1 if self.keys else 2)
+        return self.data[at].astype(F32) * scale
 
     @property
     def nbytes(self) -> int:
@@ -80,8 +99,8 @@ class GlobalKV:
     """Full-attention cache: positions ``0 … capacity−1`` in order."""
 
     def __init__(self, capacity: int, n_kv: int, head_dim: int, dtype: str = "fp32") -> None:
-        self.k = KVStore(capacity, n_kv, head_dim, dtype)  # [n_kv, C, hd]
-        self.v = KVStore(capacity, n_kv, head_dim, dtype)
+        self.k = KVStore(capacity, n_kv, head_dim, dtype, keys=True)  # [n_kv, hd, C]
+        self.v = KVStore(capacity, n_kv, head_dim, dtype)  # [n_kv, C, hd]
         self.capacity = capacity
         self.length = 0
 
@@ -110,8 +129,8 @@ class SlidingKV:
     ) -> None:
         self.window = window
         self.slots = min(window, slots or window)
-        self.k = KVStore(self.slots, n_kv, head_dim, dtype)  # [n_kv, slots, hd]
-        self.v = KVStore(self.slots, n_kv, head_dim, dtype)
+        self.k = KVStore(self.slots, n_kv, head_dim, dtype, keys=True)  # [n_kv, hd, slots]
+        self.v = KVStore(self.slots, n_kv, head_dim, dtype)  # [n_kv, slots, hd]
         self.pos = np.full(self.slots, -1, dtype=np.int64)  # [slots]
 
     def extend(self, k_new: np.ndarray, v_new: np.ndarray, positions: np.ndarray) -> KVView:
@@ -137,9 +156,9 @@ class SlidingKV:
             return self.k.read(used), self.v.read(used), self.pos[used].copy()
         # ring entries the earliest new token can still see (none on a fresh prefill)
         old = np.flatnonzero(self.pos >= max(0, int(positions[0]) - self.window + 1))
-        # [n_kv, ≤W+T, hd]
-        keys = np.concatenate([self.k.read(old), k_new.transpose(1, 0, 2)], axis=1)
-        values = np.concatenate([self.v.read(old), v_new.transpose(1, 0, 2)], axis=1)
+        # keys [n_kv, hd, ≤W+T], values [n_kv, ≤W+T, hd]
+        keys = np.concatenate([self.k.read(old), self.k.layout(k_new)], axis=2)
+        values = np.concatenate([self.v.read(old), self.v.layout(v_new)], axis=1)
         pos = np.concatenate([self.pos[old], positions])
         keep = slice(max(0, len(positions) - slots), len(positions))
         ring = positions[keep] % slots

@@ -82,6 +82,8 @@ class TextModel:
             True: rope_inv_freq(hd, self.config.rope_theta_local),
             False: rope_inv_freq(hd, self.config.rope_theta_global),
         }
+        if self.kernels.store is not None:
+            _release_checkpoint_pages(checkpoint)
         if self.config.random_weights:
             _LOGGER.warning("%s holds random weights: its output is noise", checkpoint.path)
 
@@ -155,15 +157,21 @@ class TextModel:
         x0 = self.embed(ids) if embeds is None else np.asarray(embeds, dtype=F32)  # [T, H]
         if x0.shape != (len(ids), cfg.hidden_size):
             raise EngineError(f"embeds must be [{len(ids)}, {cfg.hidden_size}], got {x0.shape}")
-        per_layer = self.per_layer_inputs(ids, x0)  # [T, L, Hp]
-        streams = self.altup_streams(x0)  # [n, T, H]
-        step = Step(positions=positions, inv_freq=self._inv_freq)
-        shared: dict[bool, KVView] = {}
-        trim = self.kernels.trim if len(ids) > 1 else None
-        for i in state.tier.layers():
-            streams = self.decoder_layer(i, streams, per_layer[:, i], state, step, shared)
-            if trim is not None:
-                trim()
+        memory = self.kernels.pass_memory if len(ids) > 1 else None
+        if memory is not None:
+            memory.begin()
+        try:
+            per_layer = self.per_layer_inputs(ids, x0)  # [T, L, Hp]
+            streams = self.altup_streams(x0)  # [n, T, H]
+            step = Step(positions=positions, inv_freq=self._inv_freq, memory=memory)
+            shared: dict[bool, KVView] = {}
+            step.release()
+            for i in state.tier.layers():
+                streams = self.decoder_layer(i, streams, per_layer[:, i], state, step, shared)
+                step.release()
+        finally:
+            if memory is not None:
+                memory.end()
         state.position += len(ids)
         state.tokens_processed += len(ids)
         if not all_logits:
@@ -220,12 +228,31 @@ class TextModel:
         step: Step,
         shared: dict[bool, KVView],
     ) -> np.ndarray:
-        """One layer: predict → attention and FFN on the active stream → correct → gate."""
+        """One layer: predict → attention and FFN on the active stream → correct → gate.
+
+        Works in ``streams``' own memory and returns it."""
+        cfg = self.config
+        lw, kern = self.weights.layers[i], self.kernels.layers[i]
+        predictions = altup_predict(lw.altup, streams, cfg)  # [n, T, H], in place
+        active = predictions[cfg.altup_active_idx]  # [T, H]
+        attn_laurel = self.attention_block(i, active, state, step, shared)  # [T, H]
+        step.release()
+        activated = self.ffn_block(i, attn_laurel, state.tier.ffn_dims[i])  # [T, H]
+        step.release()
+        corrected = altup_correct(lw.altup, predictions, activated, cfg)  # [n, T, H], in place
+        update = per_layer_update(kern, lw, corrected[cfg.altup_active_idx], per_layer_input, cfg)
+        corrected[1:] += update
+        return corrected
+
+    def attention_block(
+        self, i: int, active: np.ndarray, state: RunState, step: Step, shared: dict[bool, KVView]
+    ) -> np.ndarray:
+        """``(active + post_attention_layernorm(attention) + laurel) / √2``: ``[T, H]``.
+
+        Its own function so that its intermediates are freed before the FFN runs."""
         cfg = self.config
         lw, kern = self.weights.layers[i], self.kernels.layers[i]
         sliding = cfg.is_sliding(i)
-        predictions = altup_predict(lw.altup, streams, cfg)  # [n, T, H]
-        active = predictions[cfg.altup_active_idx]  # [T, H]
         normed = rms_norm(active, lw.input_layernorm, cfg.rms_norm_eps)
         laurel_out = laurel(kern, lw, normed, cfg)
         q, keys, values = project_qkv(kern, lw.self_attn, normed, step, sliding, cfg)
@@ -234,16 +261,34 @@ class TextModel:
             shared[sliding] = kv  # the last owner of each type feeds the shared layers
         else:
             kv = shared[sliding]
+        del normed, keys, values
+        step.release()
         attn = self_attention(kern, q, kv, step, sliding, cfg)
-        attn = rms_norm(attn, lw.post_attention_layernorm, cfg.rms_norm_eps)
-        attn_laurel = (active + attn + laurel_out) * INV_SQRT2  # [T, H]
-        ffn_in = rms_norm(attn_laurel, lw.pre_feedforward_layernorm, cfg.rms_norm_eps)
-        ffn = mlp(kern.ffn, ffn_in, state.tier.ffn_dims[i], cfg.activation_sparsity[i])
-        activated = attn_laurel + rms_norm(ffn, lw.post_feedforward_layernorm, cfg.rms_norm_eps)
-        corrected = altup_correct(lw.altup, predictions, activated, cfg)  # [n, T, H]
-        update = per_layer_update(kern, lw, corrected[cfg.altup_active_idx], per_layer_input, cfg)
-        corrected[1:] += update
-        return corrected
+        out = rms_norm(attn, lw.post_attention_layernorm, cfg.rms_norm_eps)
+        out += active
+        out += laurel_out
+        out *= INV_SQRT2
+        return out
+
+    def ffn_block(self, i: int, x: np.ndarray, width: int) -> np.ndarray:
+        """``x + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(x)))``: ``[T, H]``."""
+        cfg, lw = self.config, self.weights.layers[i]
+        ffn_in = rms_norm(x, lw.pre_feedforward_layernorm, cfg.rms_norm_eps)
+        ffn = mlp(self.kernels.layers[i].ffn, ffn_in, width, cfg.activation_sparsity[i])
+        del ffn_in
+        out = rms_norm(ffn, lw.post_feedforward_layernorm, cfg.rms_norm_eps)
+        out += x
+        return out
+
+
+def _release_checkpoint_pages(checkpoint: Checkpoint) -> None:
+    """Drop the checkpoint's pages that building the weights touched (small vectors, widened
+    to float32 copies, and the kernel faulting in ~64 KB around each): quantized kernels never
+    read the checkpoint's matrices, and anything read again faults back in from the file."""
+    from edgeagent.engine.ort_kernels import release_mapped_pages  # noqa: PLC0415
+
+    released = sum(release_mapped_pages(f.path) for f in checkpoint.files.values())
+    _LOGGER.debug("dropped %.1f MB of mapped checkpoint pages", released / 1e6)
 
 
 def _row_table(checkpoint: Checkpoint, name: str, capacity: int) -> RowTable:
@@ -254,6 +299,11 @@ def _row_table(checkpoint: Checkpoint, name: str, capacity: int) -> RowTable:
 
 def _rms_matched(x: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Rescale ``x`` to ``target``'s per-token RMS (``x``'s floored at √1e-5)."""
-    target_rms = np.sqrt(np.mean(np.square(target), axis=-1, keepdims=True))
-    rms = np.sqrt(np.maximum(np.mean(np.square(x), axis=-1, keepdims=True), F32(1e-5)))
+    width = x.shape[-1]
+    if x.size == width:  # one token: Python floats
+        mean_sq = max(float(np.vecdot(x.reshape(-1), x.reshape(-1))) / width, 1e-5)
+        target_sq = float(np.vecdot(target.reshape(-1), target.reshape(-1))) / width
+        return x * F32(math.sqrt(target_sq) / math.sqrt(mean_sq))
+    target_rms = np.sqrt(np.vecdot(target, target)[..., None] * F32(1.0 / width))
+    rms = np.sqrt(np.maximum(np.vecdot(x, x)[..., None] * F32(1.0 / width), F32(1e-5)))
     return x * target_rms / rms

@@ -19,8 +19,8 @@ IOBinding whose inputs and outputs are preallocated buffers, with
 
 Memory: pages of the store that ONNX Runtime keeps mapped after prepacking
 are dropped from the resident set as sessions are built; glibc is told to
-map large blocks and trim between a prefill's layers; numpy's BLAS runs on
-one thread so that it does not take the kernels' second core.
+map large blocks and trim between a prefill's layers (:class:`GlibcPassMemory`); numpy's
+BLAS runs on one thread so that it does not take the kernels' second core.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ _LOGGER = logging.getLogger(__name__)
 ACCURACY_LEVEL = 4  # int8 activations
 LM_HEAD_CHUNK = 16384  # vocabulary rows per LM-head session: ~10 MB of 4-bit weights each
 MMAP_THRESHOLD = 2 * 2**20  # glibc: larger blocks are mapped and unmapped, never kept
+PASS_MMAP_THRESHOLD = 2**19  # the same during a multi-token pass (see GlibcPassMemory)
 RELEASE_EVERY = 48 * 2**20  # drop mapped initializer pages after this many bytes of sessions
 _M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 _MADV_DONTNEED = 4  # madvise advice (Linux)
@@ -90,25 +91,41 @@ def _libc() -> Any:
         return None
 
 
-def _bound_malloc() -> Callable[[], None] | None:
-    """Keep prefill's activations from staying resident; return a trim function (glibc only).
+class GlibcPassMemory:
+    """:class:`~edgeagent.engine.kernels.PassMemory` for glibc's malloc.
 
     glibc's mmap threshold rises to 32 MB as large blocks are freed, after
     which prefill's activations are carved from heaps that never shrink: ~250 MB
-    of E2B's resident set after one 128-token prefill. Blocks ≥ ``MMAP_THRESHOLD``
-    (2 MB) are mapped and unmapped; smaller ones come from the heap (mapping
-    every 1 MB activation would cost a page fault per 4 KB on every use) and
-    ``malloc_trim`` returns what a layer freed before the next one runs.
+    of E2B's resident set after one 128-token prefill. Outside a pass, blocks ≥
+    ``MMAP_THRESHOLD`` (2 MB) are mapped and unmapped; a decode step's blocks are
+    smaller (its 1 MB logits would otherwise cost 256 page faults every step).
+    During a pass the threshold is ``PASS_MMAP_THRESHOLD`` (512 KB), so its
+    ``[128, 2048]`` activations (1 MB) are unmapped when freed instead of
+    fragmenting the heap, and ``malloc_trim`` returns what smaller blocks freed
+    between layers and after the pass.
     """
+
+    def __init__(self, libc: Any) -> None:
+        self._libc = libc
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+    def begin(self) -> None:
+        self._libc.mallopt(_M_MMAP_THRESHOLD, PASS_MMAP_THRESHOLD)
+
+    def release(self) -> None:
+        self._libc.malloc_trim(0)
+
+    def end(self) -> None:
+        self._libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        self._libc.malloc_trim(0)
+
+
+def _bound_malloc() -> GlibcPassMemory | None:
+    """Keep prefill's activations from staying resident (glibc only; None elsewhere)."""
     libc = _libc()
     if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
         return None
-    libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-
-    def trim() -> None:
-        libc.malloc_trim(0)
-
-    return trim
+    return GlibcPassMemory(libc)
 
 
 _BLAS_THREAD_SETTERS = (
@@ -500,7 +517,7 @@ class SessionFactory:
 def quantized_kernels(cfg: TextConfig, store: QuantizedStore, threads: int = 0) -> ModelKernels:
     """Build every session over ``store`` (prepacking its weights once)."""
     started = time.perf_counter()
-    trim = _bound_malloc()
+    pass_memory = _bound_malloc()
     if not single_threaded_blas():
         _LOGGER.debug("numpy's BLAS not found: its threads may compete with the kernels'")
     f = SessionFactory(store, threads)
@@ -546,7 +563,7 @@ def quantized_kernels(cfg: TextConfig, store: QuantizedStore, threads: int = 0) 
         description=f"ONNX Runtime MatMulNBits {store.bits}-bit, block {store.block_size}, "
         f"int8 activations, {f.threads} threads",
         store=store,
-        trim=trim,
+        pass_memory=pass_memory,
     )
     release_mapped_pages(store.weights_file)
     _LOGGER.info(

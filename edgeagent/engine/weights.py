@@ -28,6 +28,8 @@ class AttentionWeights:
     k_proj: np.ndarray | None  # [n_kv*hd, H]
     v_proj: np.ndarray | None  # [n_kv*hd, H]
     k_norm: np.ndarray | None  # [hd] f32
+    # derived: the q/k/v norm weight of each head side by side (v_norm has none: ones)
+    qkv_norm: np.ndarray  # [nH (+ 2·n_kv), hd] f32
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class AltUpWeights:
     prediction_coefs: np.ndarray  # [n*n, n] f32
     modality_router: np.ndarray  # [n, H] f32
     router_norm: np.ndarray  # [H] f32
+    # derived: modality_router · router_norm / H, so that the router is one [T, H] @ [H, n]
+    router: np.ndarray  # [n, H] f32
 
 
 @dataclass(frozen=True)
@@ -116,20 +120,30 @@ def _layer(ckpt: Checkpoint, i: int) -> LayerWeights:
         return np.asfortranarray(as_f32(t(name)))
 
     owns_kv = cfg.kv_source(i) == i
+    q_norm = v("self_attn.q_norm")
+    k_norm = v("self_attn.k_norm") if owns_kv else None
+    norms = [np.broadcast_to(q_norm, (cfg.num_attention_heads, cfg.head_dim))]
+    if k_norm is not None:
+        n_kv = cfg.num_key_value_heads
+        norms += [np.broadcast_to(k_norm, (n_kv, cfg.head_dim)), np.ones((n_kv, cfg.head_dim))]
     attn = AttentionWeights(
         q_proj=t("self_attn.q_proj"),
-        q_norm=v("self_attn.q_norm"),
+        q_norm=q_norm,
         o_proj=t("self_attn.o_proj"),
         k_proj=t("self_attn.k_proj") if owns_kv else None,
         v_proj=t("self_attn.v_proj") if owns_kv else None,
-        k_norm=v("self_attn.k_norm") if owns_kv else None,
+        k_norm=k_norm,
+        qkv_norm=np.concatenate(norms).astype(np.float32),
     )
+    router_norm = v("altup.router_norm")
+    modality_router = small("altup.modality_router")
     altup = AltUpWeights(
         correct_output_scale=as_f32(ckpt.tensor(p + "altup.correct_output_scale")),
         correction_coefs=small("altup.correction_coefs"),
         prediction_coefs=small("altup.prediction_coefs"),
-        modality_router=small("altup.modality_router"),
-        router_norm=v("altup.router_norm"),
+        modality_router=modality_router,
+        router_norm=router_norm,
+        router=np.asfortranarray(modality_router * (router_norm / np.float32(cfg.hidden_size))),
     )
     return LayerWeights(
         self_attn=attn,

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from edgeagent.capture import AudioBlock, AudioCapture, CaptureOptions, SourceEvent
+from edgeagent.capture.base import SourceEnded
 from edgeagent.capture.command import CommandSource
 from edgeagent.capture.factory import command_argv, source_factory
 from edgeagent.capture.pyaudio_source import PyAudioSource, find_input_device
@@ -135,6 +136,29 @@ async def test_stopping_capture_terminates_the_program() -> None:
                 break
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # terminated and reaped
+
+
+async def test_output_faster_than_it_is_read_is_held_back_and_arrives_whole() -> None:
+    source = CommandSource(writer("--seconds", "4"), 16000, block_frames=160)  # 128 kB at once
+    parts = []
+    async with asyncio.timeout(30):
+        await source.open()
+        output = source._output
+        assert output is not None
+        for _ in range(2000):  # until a backlog of 32 blocks, where reading pauses
+            if len(output.buffer) >= 32 * 320:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        # held at the backlog plus at most one pipe read, not the whole output
+        assert len(output.buffer) < 100_000
+        with pytest.raises(SourceEnded, match="status 0"):
+            while (frames := await source.read()) is not None:
+                parts.append(frames[:, 0])
+        await source.close()
+    pcm = np.concatenate(parts)
+    assert len(pcm) == 64000  # resumed every time: nothing lost
+    assert abs(peak_freq(pcm) - 440.0) < 5.0
 
 
 async def test_command_formats_and_partial_frames() -> None:

@@ -52,9 +52,9 @@ def test_only_kv_owning_layers_hold_a_cache(tiny_text: TextModel) -> None:
     assert len(owners) == 10  # of 20 layers
     for i, cache in state.cache.layers.items():
         if cfg.is_sliding(i):
-            assert isinstance(cache, SlidingKV) and cache.k.data.shape[1] == cfg.sliding_window
+            assert isinstance(cache, SlidingKV) and cache.k.rows == cfg.sliding_window
         else:
-            assert isinstance(cache, GlobalKV) and cache.k.data.shape[1] == 100
+            assert isinstance(cache, GlobalKV) and cache.k.rows == 100
 
 
 def test_a_full_context_is_a_clear_error(tiny_text: TextModel) -> None:

@@ -44,14 +44,16 @@ def load_audio(
     checkpoint: Checkpoint,
     kernels: AudioKernels | str = "reference",
     bits: int = 4,
-    block_size: int = 64,
+    block_size: int = 256,
     threads: int = 0,
 ) -> AudioEncoder:
     """The audio encoder of an opened multimodal checkpoint.
 
     ``kernels``: ``"reference"`` (numpy), ``"quantized"`` (the engine's
-    ``MatMulNBits`` over a ``bits``-bit copy of the audio projections, written
-    beside the checkpoint on first use), or a ready :class:`AudioKernels`.
+    ``MatMulNBits`` over a ``bits``-bit copy of the audio projections in blocks
+    of ``block_size`` weights, written beside the checkpoint on first use;
+    see :data:`~edgeagent.engine.audio.quantized.DEFAULT_BLOCK_SIZE`), or a
+    ready :class:`AudioKernels`.
     """
     if kernels == "reference":
         return AudioEncoder.from_checkpoint(checkpoint)

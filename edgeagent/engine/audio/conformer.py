@@ -24,20 +24,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeagent.engine.audio.config import AudioConfig
-from edgeagent.engine.audio.kernels import AudioKernels, Linear
+from edgeagent.engine.audio.kernels import (
+    AudioKernels,
+    Linear,
+    Projections,
+    fused_or_composed,
+    rms_norm,
+    silu,
+)
 from edgeagent.engine.audio.weights import (
     ConformerWeights,
     FeedForwardWeights,
 )
-from edgeagent.engine.reference import linear, rms_norm, softmax
+from edgeagent.engine.reference import linear, softmax
 
 F32 = np.float32
-
-
-def silu(x: np.ndarray) -> np.ndarray:
-    """``x · sigmoid(x)`` in float32 (``exp`` may overflow to ``inf`` harmlessly)."""
-    with np.errstate(over="ignore"):
-        return x / (F32(1.0) + np.exp(-x))
 
 
 def timing_signal(positions: np.ndarray, channels: int) -> np.ndarray:
@@ -55,35 +56,25 @@ def timing_signal(positions: np.ndarray, channels: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class BlockKernels:
-    """The projections one conformer block calls."""
+    """What one conformer block calls: its projections, grouped as the backend fuses them."""
 
-    ffw_start: tuple[Linear, Linear]
-    q_proj: Linear
-    k_proj: Linear
-    v_proj: Linear
+    ffw_start: Linear  # W2·silu(W1·h)
+    qkv: Projections  # (q, k, v) of one input
     post: Linear
-    linear_start: Linear
+    glu: Linear  # glu(linear_start·h)
     linear_end: Linear
-    ffw_end: tuple[Linear, Linear]
+    ffw_end: Linear  # W2·silu(W1·h)
 
     @classmethod
     def of(cls, kernels: AudioKernels, i: int) -> BlockKernels:
         p = f"conformer.{i}."
         return cls(
-            ffw_start=(
-                kernels[p + "ffw_layer_start.ffw_layer_1"],
-                kernels[p + "ffw_layer_start.ffw_layer_2"],
-            ),
-            q_proj=kernels[p + "attention.attn.q_proj"],
-            k_proj=kernels[p + "attention.attn.k_proj"],
-            v_proj=kernels[p + "attention.attn.v_proj"],
+            ffw_start=fused_or_composed(kernels, i, "ffw_layer_start"),
+            qkv=fused_or_composed(kernels, i, "attention.attn.qkv"),
             post=kernels[p + "attention.post"],
-            linear_start=kernels[p + "lconv1d.linear_start"],
+            glu=fused_or_composed(kernels, i, "lconv1d.glu"),
             linear_end=kernels[p + "lconv1d.linear_end"],
-            ffw_end=(
-                kernels[p + "ffw_layer_end.ffw_layer_1"],
-                kernels[p + "ffw_layer_end.ffw_layer_2"],
-            ),
+            ffw_end=fused_or_composed(kernels, i, "ffw_layer_end"),
         )
 
 
@@ -99,7 +90,8 @@ class ConformerBlock:
         self.q_scale = (q_scale * np.logaddexp(F32(0.0), a.per_dim_scale)).astype(F32)  # [d]
         distances = np.arange(cfg.context_left)  # 0 … D−1: query position − key position
         table = linear(timing_signal(distances, cfg.hidden_size), a.pos_proj)  # [D, H]
-        self.positions = table.reshape(cfg.context_left, cfg.num_heads, hd)  # [D, N, d]
+        by_head = table.reshape(cfg.context_left, cfg.num_heads, hd).transpose(1, 2, 0)
+        self.positions = np.ascontiguousarray(by_head)  # [N, d, D]
 
 
 @dataclass
@@ -117,8 +109,12 @@ class BlockState:
 
 
 def _clip(x: np.ndarray, cfg: AudioConfig) -> np.ndarray:
-    """The reference's ``clamp(±gradient_clipping)`` (1e10: a no-op on finite values)."""
-    return np.clip(x, -cfg.gradient_clipping, cfg.gradient_clipping)
+    """The reference's ``clamp(±gradient_clipping)`` (1e10: a no-op on finite values).
+
+    Two ufuncs rather than ``np.clip``, whose Python-level wrappers cost more than
+    the clamp itself on a push's few rows (NaN passes through either way)."""
+    limit = cfg.gradient_clipping
+    return np.minimum(np.maximum(x, -limit), limit)
 
 
 def _newest(x: np.ndarray, keep: int) -> np.ndarray:
@@ -126,12 +122,10 @@ def _newest(x: np.ndarray, keep: int) -> np.ndarray:
     return x[max(0, len(x) - keep) :]
 
 
-def feed_forward(
-    x: np.ndarray, w: FeedForwardWeights, k: tuple[Linear, Linear], cfg: AudioConfig
-) -> np.ndarray:
+def feed_forward(x: np.ndarray, w: FeedForwardWeights, k: Linear, cfg: AudioConfig) -> np.ndarray:
     """Half-step FFN: ``x + ½·post_norm(W2·silu(W1·pre_norm(x)))``. ``[n, H] -> [n, H]``."""
     h = rms_norm(_clip(x, cfg), w.pre_layer_norm, cfg.rms_norm_eps)
-    h = k[1](silu(k[0](h)))  # [n, H] -> [n, 4H] -> [n, H]
+    h = k(h)  # W2·silu(W1·h): [n, H] -> [n, 4H] -> [n, H]
     return x + rms_norm(_clip(h, cfg), w.post_layer_norm, cfg.rms_norm_eps) * F32(
         cfg.residual_weight
     )
@@ -146,20 +140,24 @@ def local_attention(block: ConformerBlock, x: np.ndarray, state: BlockState) -> 
     cfg, w, k = block.cfg, block.w.attention, block.k
     n, heads, hd, span = len(x), cfg.num_heads, cfg.head_dim, cfg.context_left
     h = rms_norm(_clip(x, cfg), w.pre_attn_norm, cfg.rms_norm_eps)
-    q = k.q_proj(h).reshape(n, heads, hd) * block.q_scale  # [n, N, d]
-    keys = np.concatenate([state.keys, k.k_proj(h).reshape(n, heads, hd)])  # [m+n, N, d]
-    values = np.concatenate([state.values, k.v_proj(h).reshape(n, heads, hd)])
+    q_new, k_new, v_new = k.qkv(h)  # [n, H] each
+    q = q_new.reshape(n, heads, hd) * block.q_scale  # [n, N, d]
+    keys = np.concatenate([state.keys, k_new.reshape(n, heads, hd)])  # [m+n, N, d]
+    values = np.concatenate([state.values, v_new.reshape(n, heads, hd)])
     m = len(state.keys)
     index = (m + np.arange(n))[:, None] - np.arange(span)[None, :]  # [n, D] key row per distance
     valid = index >= 0
     index = np.maximum(index, 0)
-    content = np.einsum("qnd,qsnd->qns", q, keys[index])  # [n, N, D]
-    position = np.einsum("qnd,snd->qns", q, block.positions)  # [n, N, D]
+    # per query and head a [1, d] @ [d, D] product: the same arithmetic however many queries
+    rows = q[:, :, None, :]  # [n, N, 1, d]
+    content = np.matmul(rows, keys[index].transpose(0, 2, 3, 1))[:, :, 0]  # [n, N, D]
+    position = np.matmul(rows, block.positions)[:, :, 0]  # [n, N, D]
     cap = F32(cfg.logit_cap)
     logits = np.tanh((content + position) / cap) * cap
     logits = np.where(valid[:, None, :], logits, np.finfo(F32).min)
     probs = softmax(logits, axis=-1)  # [n, N, D]
-    context = np.einsum("qns,qsnd->qnd", probs, values[index]).reshape(n, heads * hd)
+    attended = values[index].transpose(0, 2, 1, 3)  # [n, N, D, d]
+    context = np.matmul(probs[:, :, None, :], attended)[:, :, 0].reshape(n, heads * hd)
     state.keys, state.values = _newest(keys, span - 1), _newest(values, span - 1)
     out = _clip(k.post(context), cfg)  # [n, H]
     return x + rms_norm(out, w.post_norm, cfg.rms_norm_eps)
@@ -169,10 +167,7 @@ def light_conv(block: ConformerBlock, x: np.ndarray, state: BlockState) -> np.nd
     """GLU → causal depthwise conv → RMSNorm → SiLU → linear, plus residual. ``[n, H]``."""
     cfg, w, k = block.cfg, block.w.lconv1d, block.k
     n, width = len(x), cfg.conv_kernel_size
-    h = k.linear_start(rms_norm(x, w.pre_layer_norm, cfg.rms_norm_eps))  # [n, 2H]
-    a, b = np.split(h, 2, axis=-1)
-    with np.errstate(over="ignore"):
-        glu = a / (F32(1.0) + np.exp(-b))  # a · sigmoid(b), [n, H]
+    glu = k.glu(rms_norm(x, w.pre_layer_norm, cfg.rms_norm_eps))  # [n, H] -> [n, 2H] -> [n, H]
     history = np.concatenate([state.conv, glu])  # [K−1+n, H]
     conv = np.zeros_like(glu)
     for tap in range(width):  # out[t] = Σ_k w[:, k] · in[t − (K−1) + k]

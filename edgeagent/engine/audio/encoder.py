@@ -31,10 +31,10 @@ from edgeagent.engine.audio.conformer import (
     ConformerBlock,
     conformer_block,
 )
-from edgeagent.engine.audio.kernels import AudioKernels, reference_audio_kernels
+from edgeagent.engine.audio.kernels import AudioKernels, reference_audio_kernels, rms_norm
 from edgeagent.engine.audio.subsample import SubsampleState
 from edgeagent.engine.audio.weights import AudioWeights
-from edgeagent.engine.reference import as_f32, rms_norm
+from edgeagent.engine.reference import as_f32
 from edgeagent.errors import AudioError, CheckpointError
 
 if TYPE_CHECKING:

@@ -14,24 +14,97 @@ float32. A backend builds these callables once per loaded checkpoint:
 Names are the checkpoint keys relative to ``model.audio_tower.`` /
 ``model.embed_audio.`` without ``.weight``, e.g.
 ``conformer.3.ffw_layer_start.ffw_layer_1`` or ``embedding_projection``.
+
+A backend may also offer *fused* forms of the groups of work inside a block
+that share an input or feed each other through an elementwise function
+(:data:`FUSED_PARTS`): one call instead of two or three, the activation
+inside. Without them, :func:`fused_or_composed` builds the same arithmetic
+from the projections (the reference does exactly what it did unfused).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from edgeagent.engine.audio.weights import AudioWeights
 from edgeagent.errors import EngineError
 
+F32 = np.float32
+
 
 class Linear(Protocol):
     """``x [T, in] -> [T, out]`` float32 for one ``[out, in]`` weight matrix."""
 
-    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+    def __call__(self, x: np.ndarray, /) -> np.ndarray: ...
+
+
+class Projections(Protocol):
+    """``x [T, in] -> (x @ W_1.T, x @ W_2.T, …)``: several projections of one input."""
+
+    def __call__(self, x: np.ndarray, /) -> tuple[np.ndarray, ...]: ...
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray:
+    """RMSNorm over the last axis, ``x / sqrt(mean(x²) + eps) · weight``, float32.
+
+    Every row is computed the same way whatever the number of rows, so a
+    frame normalised in a one-frame push equals the same frame in a longer
+    one to the last bit (streaming == offline). The text engine's
+    ``reference.rms_norm`` takes a float64 shortcut for a single row.
+    """
+    sum_sq = np.add.reduce(x * x, axis=-1, keepdims=True)  # [.., 1]
+    out = x * np.power(sum_sq * F32(1.0 / x.shape[-1]) + F32(eps), F32(-0.5))
+    if weight is not None:
+        out *= weight
+    return out
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """``x · sigmoid(x)`` in float32 (``exp`` may overflow to ``inf`` harmlessly)."""
+    with np.errstate(over="ignore"):
+        return x / (F32(1.0) + np.exp(-x))
+
+
+def glu(h: np.ndarray) -> np.ndarray:
+    """``a · sigmoid(b)`` of ``h = [a | b]``: ``[T, 2H] -> [T, H]``."""
+    a, b = np.split(h, 2, axis=-1)
+    with np.errstate(over="ignore"):
+        return a / (F32(1.0) + np.exp(-b))
+
+
+@dataclass(frozen=True)
+class SiluFeedForward:
+    """``W2 · silu(W1 · h)``: ``[T, H] -> [T, 4H] -> [T, H]`` from two projections."""
+
+    w1: Linear
+    w2: Linear
+
+    def __call__(self, h: np.ndarray) -> np.ndarray:
+        return self.w2(silu(self.w1(h)))
+
+
+@dataclass(frozen=True)
+class GluProjection:
+    """``glu(W · h)``: ``[T, H] -> [T, 2H] -> [T, H]`` from one projection."""
+
+    w: Linear
+
+    def __call__(self, h: np.ndarray) -> np.ndarray:
+        return glu(self.w(h))
+
+
+@dataclass(frozen=True)
+class SharedInput:
+    """Several projections of one input, one call each."""
+
+    linears: tuple[Linear, ...]
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(w(x) for w in self.linears)
 
 
 @dataclass(frozen=True)
@@ -81,18 +154,50 @@ def projection_weights(w: AudioWeights) -> Iterator[tuple[str, np.ndarray]]:
     yield "embedding_projection", w.embedder.embedding_projection
 
 
+FUSED_PARTS: dict[str, tuple[str, ...]] = {
+    # part of a block -> the projections it fuses, in call order
+    "ffw_layer_start": ("ffw_layer_start.ffw_layer_1", "ffw_layer_start.ffw_layer_2"),
+    "ffw_layer_end": ("ffw_layer_end.ffw_layer_1", "ffw_layer_end.ffw_layer_2"),
+    "attention.attn.qkv": tuple(f"attention.attn.{x}_proj" for x in "qkv"),
+    "lconv1d.glu": ("lconv1d.linear_start",),
+}
+"""Fused parts of conformer block ``i``, named ``conformer.{i}.<part>``:
+``ffw_layer_*`` is ``W2·silu(W1·h)`` (:class:`SiluFeedForward`), ``qkv`` is
+``(q, k, v)`` of one input (:class:`SharedInput`), ``glu`` is
+``glu(linear_start·h)`` (:class:`GluProjection`)."""
+
+
 @dataclass(frozen=True)
 class AudioKernels:
-    """The projections of the audio path, by name, as one backend built them."""
+    """The projections of the audio path, by name, as one backend built them.
+
+    ``fused``: optional fused parts by name (see :data:`FUSED_PARTS`); a part
+    absent here is composed from ``linears``.
+    """
 
     name: str  # "reference" | "quantized" | …
     linears: Mapping[str, Linear]
+    fused: Mapping[str, Callable[[np.ndarray], Any]] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Linear:
         try:
             return self.linears[key]
         except KeyError:
             raise EngineError(f"audio kernels {self.name!r} have no projection {key!r}") from None
+
+
+def fused_or_composed(kernels: AudioKernels, block: int, part: str) -> Callable[[np.ndarray], Any]:
+    """Block ``block``'s fused ``part`` from the backend, or composed from its projections."""
+    prefix = f"conformer.{block}."
+    fused = kernels.fused.get(prefix + part)
+    if fused is not None:
+        return fused
+    linears = [kernels[prefix + name] for name in FUSED_PARTS[part]]
+    if part.startswith("ffw_layer_"):
+        return SiluFeedForward(*linears)
+    if part == "lconv1d.glu":
+        return GluProjection(*linears)
+    return SharedInput(tuple(linears))
 
 
 def reference_audio_kernels(w: AudioWeights) -> AudioKernels:

@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from edgeagent import __version__
 from edgeagent.commands.common import add_settings_options, load_from_args
-from edgeagent.daemon import Supervisor, build_supervisor
 from edgeagent.logsetup import configure_logging
+
+if TYPE_CHECKING:  # the daemon (MQTT, pipeline) is imported only by `edgeagent run`
+    from edgeagent.daemon import Supervisor
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ def handle(args: argparse.Namespace) -> int:
     loaded = load_from_args(args)
     settings = loaded.settings
     fmt = configure_logging(settings.logging.level, settings.logging.format)
+    from edgeagent.daemon import build_supervisor  # noqa: PLC0415 - see the imports
+
     supervisor = build_supervisor(settings)
     for name in _SYSTEMD_VARIABLES:
         os.environ.pop(name, None)

@@ -50,7 +50,7 @@ from edgeagent.events import (
     error_event,
     new_id,
 )
-from edgeagent.pipeline.answering import LoopSink, generate
+from edgeagent.pipeline.answering import Generated, LoopSink, PartialSink
 from edgeagent.pipeline.service import AUTO, AssistantService
 from edgeagent.stages import Stage, StageContext
 
@@ -130,9 +130,7 @@ class Assistant(Stage):
                 error_event("no_model", "no model is loaded (model.path)", "ask", command.reply)
             )
             return
-        limit = command.max_new_tokens or service.settings.voice.max_new_tokens
-        if (rung := service.rung_limits()) is not None and rung.max_new_tokens is not None:
-            limit = min(limit, rung.max_new_tokens)
+        limit = service.token_limit(command.max_new_tokens)
         utterance_id = new_id()
         tier = service.running_tier() or "full"
         sink = LoopSink(self.ctx.channels.results)
@@ -156,20 +154,16 @@ class Assistant(Stage):
             StateUpdate({"decode_tokens_per_s": answer.decode_tokens_per_s})
         )
 
-    def _answer_text(self, text: str, limit: int, partial: Callable[[str, int], None]) -> Any:
+    def _answer_text(self, text: str, limit: int, partial: PartialSink) -> Generated:
         """Worker thread, turn lock held: a typed user turn and its answer."""
         service = self.service
         conversation = service.conversation
         assert conversation is not None
         service.start_turn()
         conversation.add_text(chat.turn("user", text) + chat.generation_prompt())
-        service.cancel_answer.clear()
-        service.generating = True
         try:
-            interval = service.settings.voice.partial_interval_ms / 1000
-            return generate(conversation, limit, service.should_stop, partial, interval)
+            return service.answer(conversation, limit, partial)
         finally:
-            service.generating = False
             service.end_turn()
 
     async def _tier(self, command: SetTier) -> None:

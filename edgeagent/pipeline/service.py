@@ -31,6 +31,7 @@ from edgeagent.errors import CheckpointError, EngineError
 from edgeagent.governor.ladder import Ladder, Rung, build_ladder
 from edgeagent.governor.stage import GovernorService
 from edgeagent.pipeline import history
+from edgeagent.pipeline.answering import Generated, PartialSink, generate
 from edgeagent.settings import Settings
 from edgeagent.stages import StageContext
 
@@ -163,6 +164,30 @@ class AssistantService:
         """Stop the answer being decoded: a barge-in, or an urgent governor request."""
         urgent = self.interrupt is not None and self.interrupt.is_set()
         return urgent or self.cancel_answer.is_set()
+
+    def token_limit(self, requested: int | None = None) -> int:
+        """Longest answer: the request's (else ``voice.max_new_tokens``), capped by the rung."""
+        limit = requested or self.settings.voice.max_new_tokens
+        if (rung := self.rung_limits()) is not None and rung.max_new_tokens is not None:
+            limit = min(limit, rung.max_new_tokens)
+        return limit
+
+    def answer(
+        self,
+        conversation: engine.Conversation,
+        limit: int,
+        on_partial: PartialSink | None,
+        started: float | None = None,
+    ) -> Generated:
+        """Worker thread: decode the open model turn; speech that starts meanwhile may cancel it
+        (``generating`` is what the voice stage's barge-in looks at)."""
+        self.cancel_answer.clear()
+        self.generating = True
+        try:
+            interval = self.settings.voice.partial_interval_ms / 1000
+            return generate(conversation, limit, self.should_stop, on_partial, interval, started)
+        finally:
+            self.generating = False
 
     def start_turn(self) -> None:
         """Worker thread, turn lock held: forget expired turns, open a new one."""

@@ -186,7 +186,12 @@ class UtteranceRunner:
 
     # -- worker-thread steps ---------------------------------------------------------------
     def _open_turn(self, conversation: engine.Conversation, opening: str) -> None:
+        """The conversation's next turn: retention applied, then the spoken turn opened."""
         self.service.start_turn()
+        self._open_spoken(conversation, opening)
+
+    def _open_spoken(self, conversation: engine.Conversation, opening: str) -> None:
+        """Add and prefill the spoken turn's opening (instruction, ``<start_of_audio>``)."""
         conversation.add_text(opening)
         conversation.add_ids([self._config_id("boa_token_id")])
         conversation.feed()
@@ -254,18 +259,9 @@ class UtteranceRunner:
         def partial(text: str, tokens: int) -> None:
             sink.put(make(text, False, {"tokens": tokens}))
 
-        limit = self.voice.max_new_tokens
-        if (rung := service.rung_limits()) is not None and rung.max_new_tokens is not None:
-            limit = min(limit, rung.max_new_tokens)
-        interval = self.voice.partial_interval_ms / 1000
-        service.cancel_answer.clear()
-        service.generating = True
-        try:
-            generated: Generated = await service.in_worker(
-                generate, conversation, limit, service.should_stop, partial, interval, utt.ended_at
-            )
-        finally:
-            service.generating = False
+        generated: Generated = await service.in_worker(
+            service.answer, conversation, service.token_limit(), partial, utt.ended_at
+        )
         final = make(generated.text, True, generated.fields())
         await self._emit(final)
         if self.on_final is not None:
@@ -299,7 +295,7 @@ class UtteranceRunner:
             engine.Conversation, model, service.engine_tier(service.running_tier()), SCRATCH_CONTEXT
         )
         opening = prompts.spoken_turn_opening("transcribe", None)
-        await service.in_worker(self._open_scratch, scratch, opening)
+        await service.in_worker(self._open_spoken, scratch, opening)
         await self._prefill_speech(scratch, soft, utt)
         heard: Generated = await service.in_worker(
             generate, scratch, WAKE_TRANSCRIPT_TOKENS, None, None, 1.0, utt.ended_at
@@ -324,12 +320,6 @@ class UtteranceRunner:
                 await self._decode(utt, conversation, utt.task)
             finally:
                 await service.in_worker(service.end_turn)
-
-    def _open_scratch(self, scratch: engine.Conversation, opening: str) -> None:
-        scratch.begin_turn()
-        scratch.add_text(opening)
-        scratch.add_ids([self._config_id("boa_token_id")])
-        scratch.feed()
 
     def _open_typed_turn(self, conversation: engine.Conversation, content: str) -> None:
         self.service.start_turn()

@@ -104,6 +104,8 @@ def demo_settings(options: DemoOptions, model: Path, state_dir: Path, port: int)
                 "max_new_tokens": 12,
                 "partial_interval_ms": 100,
                 "persist_history": False,
+                # played faster than real time, the next request may start during an answer
+                "barge_in": "cancel" if options.realtime else "queue",
             },
             "mqtt": {"port": port, "device_id": DEVICE, "homeassistant_discovery": False},
             "governor": {"enabled": False},

@@ -27,7 +27,9 @@ def voice_settings(state: Path, port: int, model: Path, clip: str, **voice: Any)
         port,
         model={"path": str(model), "max_context": 1024},
         audio={"source": "file", "file": str(CLIPS / clip), "file_realtime": False},
-        voice={"max_new_tokens": 8, "partial_interval_ms": 0, **voice},
+        # the clip plays faster than real time, so the next utterance may start while an
+        # answer decodes: queue it (barge-in has its own test)
+        voice={"max_new_tokens": 8, "partial_interval_ms": 0, "barge_in": "queue", **voice},
     )
 
 

@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgeagent.commands.config import descriptions
 from edgeagent.settings import Settings
+from edgeagent.settings_text import descriptions
 from edgeagent.tomlfile import dumps
 
 TARGET = Path(__file__).resolve().parent.parent / "configs" / "edgeagent.toml"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgeagent.config import Loaded, deep_merge, load, nested, overrides_from_pairs
+if TYPE_CHECKING:
+    from edgeagent.config import Loaded
 
 
 def add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,8 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The command-line layer of the settings, from the options above."""
+    from edgeagent.config import deep_merge, nested, overrides_from_pairs  # noqa: PLC0415
+
     result = overrides_from_pairs(args.set_pairs)
     for dotted, value in (
         ("profile", args.profile),
@@ -56,4 +59,6 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_from_args(args: argparse.Namespace) -> Loaded:
     """Settings from every layer, the command line last."""
+    from edgeagent.config import load  # noqa: PLC0415 - see edgeagent.cli
+
     return load(args.config, cli_overrides(args))

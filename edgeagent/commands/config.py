@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
-from pydantic import BaseModel
 
 from edgeagent.commands.common import add_settings_options, load_from_args
-from edgeagent.config import Loaded
-from edgeagent.settings import Settings
-from edgeagent.stages import stage_factory
-from edgeagent.tomlfile import dumps
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,47 +34,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def handle_show(args: argparse.Namespace) -> int:
+    from edgeagent.settings_text import render  # noqa: PLC0415 - see edgeagent.cli
+
     loaded = load_from_args(args)
     print(render(loaded, comments=args.comments), end="")
     return 0
 
 
 def handle_check(args: argparse.Namespace) -> int:
+    from edgeagent.settings_text import origin  # noqa: PLC0415 - see edgeagent.cli
+    from edgeagent.stages import stage_factory  # noqa: PLC0415
+
     loaded = load_from_args(args)
     for name in loaded.settings.daemon.stages:
         stage_factory(name)
-    print(f"ok: {_origin(loaded)}")
+    print(f"ok: {origin(loaded)}")
     return 0
-
-
-def render(loaded: Loaded, *, comments: bool = False, commented: bool = False) -> str:
-    """The settings as TOML, headed by where they came from."""
-    header = f"# edgeagent effective settings: {_origin(loaded)}\n"
-    if loaded.settings.mqtt.password is not None:
-        header += "# mqtt.password is masked; keep the real one in EDGEAGENT_MQTT__PASSWORD\n"
-    header += "\n"
-    data = loaded.settings.model_dump(mode="json")
-    return header + dumps(
-        data, descriptions=descriptions() if comments else None, commented=commented
-    )
-
-
-def descriptions(model: type[BaseModel] = Settings, prefix: str = "") -> dict[str, str]:
-    """Dotted setting name -> its description (sections: their docstring's first line)."""
-    result: dict[str, str] = {}
-    for name, field in model.model_fields.items():
-        dotted = f"{prefix}{name}"
-        annotation: Any = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            result[dotted] = (annotation.__doc__ or "").strip().splitlines()[0]
-            result |= descriptions(annotation, f"{dotted}.")
-        elif field.description:
-            result[dotted] = field.description
-    return result
-
-
-def _origin(loaded: Loaded) -> str:
-    return "defaults < " + " < ".join([layer.source for layer in loaded.layers] or ["nothing else"])
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

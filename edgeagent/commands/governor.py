@@ -15,11 +15,13 @@ import argparse
 import csv
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeagent.commands.common import add_settings_options, load_from_args
 from edgeagent.errors import ConfigError
-from edgeagent.governor.ladder import build_ladder
-from edgeagent.governor.policy import PolicyState, Readings, advance, policy_config
+
+if TYPE_CHECKING:
+    from edgeagent.governor.policy import Readings
 
 _TRUE = {"1", "true", "yes", "charging", "full"}
 _FALSE = {"0", "false", "no", "discharging", "not charging"}
@@ -47,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def handle_simulate(args: argparse.Namespace) -> int:
+    from edgeagent.governor.ladder import build_ladder  # noqa: PLC0415 - see edgeagent.cli
+    from edgeagent.governor.policy import PolicyState, advance, policy_config  # noqa: PLC0415
+
     settings = load_from_args(args).settings
     governor = settings.governor
     ladder = build_ladder(
@@ -74,6 +79,8 @@ def handle_simulate(args: argparse.Namespace) -> int:
 
 
 def _read_trace(path: Path) -> Iterator[tuple[float, Readings]]:
+    from edgeagent.governor.policy import Readings  # noqa: PLC0415 - see edgeagent.cli
+
     try:
         with path.open(newline="", encoding="utf-8") as file:
             lines = list(csv.DictReader(file))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from edgeagent.profiles import list_profiles, load_profile, profile_path, profiles_dir
-
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("profiles", help="list or show hardware profiles")
@@ -19,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def handle_list(_args: argparse.Namespace) -> int:
+    from edgeagent.profiles import list_profiles, load_profile, profiles_dir  # noqa: PLC0415
+
     names = list_profiles()
     width = max((len(n) for n in names), default=0)
     for name in names:
@@ -29,6 +29,8 @@ def handle_list(_args: argparse.Namespace) -> int:
 
 
 def handle_show(args: argparse.Namespace) -> int:
+    from edgeagent.profiles import load_profile, profile_path  # noqa: PLC0415 - see edgeagent.cli
+
     load_profile(args.name)
     path = profile_path(args.name)
     print(f"# {path}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 from typing import TYPE_CHECKING
@@ -50,6 +49,8 @@ def handle(args: argparse.Namespace) -> int:
         ", ".join(settings.daemon.stages) or "none",
         fmt,
     )
+    import asyncio  # noqa: PLC0415 - see edgeagent.cli
+
     return asyncio.run(_run(supervisor))
 
 

@@ -8,9 +8,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-from edgeagent.commands.config import descriptions
 from edgeagent.config import load_settings
 from edgeagent.settings import Settings
+from edgeagent.settings_text import descriptions
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "configs" / "edgeagent.toml"

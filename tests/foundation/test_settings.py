@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edgeagent.commands.config import render
 from edgeagent.config import load, load_settings, overrides_from_pairs
 from edgeagent.errors import ConfigError, ProfileError
 from edgeagent.settings import SECTIONS, Settings
+from edgeagent.settings_text import render
 
 NO_DEFAULT_FILE = Path("/nonexistent/edgeagent.toml")
 
@@ -21,7 +21,14 @@ def settings(config: Path | None = None, **cli: object) -> Settings:
 
 def test_sections_are_one_model_per_subsystem() -> None:
     assert SECTIONS == (
-        "model", "audio", "voice", "camera", "mqtt", "governor", "daemon", "logging"
+        "model",
+        "audio",
+        "voice",
+        "camera",
+        "mqtt",
+        "governor",
+        "daemon",
+        "logging",
     )
 
 

@@ -87,7 +87,9 @@ async def test_a_clip_yields_speech_events_an_answer_and_a_transcript(
         final = next(b for t, b in mine if t == "answer" and b["final"])
         assert partials, "the first partial answer is published at the first token"
         assert all(final["text"].startswith(p["text"]) for p in partials), (
-            [p["text"] for p in partials], final["text"])
+            [p["text"] for p in partials],
+            final["text"],
+        )
     end = next(b for t, b in messages if t == "event" and b["event_type"] == "speech_end")
     assert end["hangover_ms"] == 300
 

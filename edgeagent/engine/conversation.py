@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeagent.engine import chat
-from edgeagent.engine.generate import DEFAULT_CHUNK, TokenCallback, decode, prefill
+from edgeagent.engine.generate import DEFAULT_CHUNK, TokenCallback, decode, prefill_runs
 from edgeagent.engine.model import RunState, TextModel
 from edgeagent.engine.sampling import GREEDY, Sampler, SamplingParams
 from edgeagent.engine.tiers import TierPlan
@@ -152,11 +152,14 @@ class Conversation:
         needed = self.state.position + sum(len(s) for s in self._unfed)
         if needed > self.max_context:
             self._make_room(needed)
-        fed = 0
-        for segment in self._unfed:
-            self._logits = prefill(self.model, self.state, segment.ids, segment.embeds, self.chunk)
-            fed += len(segment)
-        self._unfed.clear()
+        if not self._unfed:
+            return self._logits, 0
+        # One prefill for all of it: e.g. a spoken turn's last soft tokens and its closing template
+        # cost one read of the weights, not two.
+        runs = [(s.ids, s.embeds) for s in self._unfed]
+        self._logits = prefill_runs(self.model, self.state, runs, self.chunk)
+        fed = sum(len(s) for s in self._unfed)
+        self._unfed = []
         return self._logits, fed
 
     def reply(

@@ -45,12 +45,47 @@ def prefill(
     chunk: int = DEFAULT_CHUNK,
 ) -> np.ndarray:
     """Feed ``ids`` (and soft-token ``embeds`` ``[T, H]``) in chunks; return last logits ``[V]``."""
-    ids = np.asarray(ids, dtype=np.int64)
+    return prefill_runs(model, state, [(np.asarray(ids, dtype=np.int64), embeds)], chunk)
+
+
+Run = tuple[np.ndarray, np.ndarray | None]
+"""Token ids ``[T]`` and, for soft tokens, their embeddings ``[T, H]`` (``None``: text)."""
+
+
+def prefill_runs(
+    model: TextModel, state: RunState, runs: Sequence[Run], chunk: int = DEFAULT_CHUNK
+) -> np.ndarray:
+    """Feed consecutive runs of text and soft tokens as one prefill, in passes of ``chunk``.
+
+    Every pass reads all the weights whatever its length, so runs fed together
+    cost one read where feeding them apart costs one each. A pass that holds
+    soft tokens embeds its text rows as the forward pass would. Returns the
+    last logits ``[V]``.
+    """
+    ids = np.concatenate([r[0] for r in runs]) if runs else np.empty(0, np.int64)  # [T]
+    bounds = np.cumsum([0] + [len(r[0]) for r in runs])  # run i covers bounds[i]:bounds[i+1]
     logits = np.empty(0, dtype=np.float32)
     for start in range(0, len(ids), chunk):
-        part = slice(start, start + chunk)
-        logits = model.forward(state, ids[part], None if embeds is None else embeds[part])
+        stop = min(start + chunk, len(ids))
+        logits = model.forward(
+            state, ids[start:stop], _chunk_embeds(model, runs, bounds, start, stop)
+        )
     return logits
+
+
+def _chunk_embeds(
+    model: TextModel, runs: Sequence[Run], bounds: np.ndarray, start: int, stop: int
+) -> np.ndarray | None:
+    """Rows ``start:stop`` of the runs' embeddings ``[stop-start, H]``, or ``None`` if all text."""
+    parts: list[tuple[np.ndarray, np.ndarray | None]] = []
+    for (run_ids, run_embeds), lo, hi in zip(runs, bounds[:-1], bounds[1:], strict=True):
+        a, b = max(start, int(lo)), min(stop, int(hi))
+        if a < b:
+            rows = slice(a - int(lo), b - int(lo))
+            parts.append((run_ids[rows], None if run_embeds is None else run_embeds[rows]))
+    if all(e is None for _, e in parts):
+        return None
+    return np.concatenate([e if e is not None else model.embed(i) for i, e in parts])
 
 
 def decode(

@@ -199,16 +199,22 @@ class UtteranceRunner:
     def _open_text_turn(self, conversation: engine.Conversation, text: str) -> None:
         conversation.add_text(engine.chat.turn("user", text) + engine.chat.generation_prompt())
 
-    def _feed_soft(self, conversation: engine.Conversation, tokens: np.ndarray) -> None:
+    def _add_soft(self, conversation: engine.Conversation, tokens: np.ndarray) -> None:
         audio_id = self._config_id("audio_token_id")
         conversation.add_ids(np.full(len(tokens), audio_id, np.int64), tokens)  # [k], [k, H]
+
+    def _feed_soft(self, conversation: engine.Conversation, tokens: np.ndarray) -> None:
+        self._add_soft(conversation, tokens)
         conversation.feed()
 
-    def _close_turn(self, conversation: engine.Conversation) -> None:
-        # One segment, so one forward pass: every pass reads all the weights, whatever its length.
+    def _close_turn(self, conversation: engine.Conversation, last: list[np.ndarray]) -> None:
+        """The last soft tokens and the closing template, fed as one pass (a pass reads every
+        weight whatever its length)."""
         tokenizer = conversation.model.tokenizer
         if tokenizer is None:
             raise EngineError("the checkpoint has no tokenizer.json: cannot close the turn")
+        if last:
+            self._add_soft(conversation, np.concatenate(last))
         closing = tokenizer.encode(prompts.spoken_turn_closing())
         conversation.add_ids([self._config_id("eoa_token_id"), *closing])
         conversation.feed()  # here rather than in reply(), so that the two can be timed apart
@@ -228,24 +234,23 @@ class UtteranceRunner:
         soft: asyncio.Queue[np.ndarray | None],
         utt: Utterance,
     ) -> None:
-        """Prefill soft tokens as they come (batched while the encoder is behind); then the
-        closing template tokens."""
+        """Prefill soft tokens as they come (batched while the encoder is behind); at the end,
+        whatever is left with the closing template tokens, in one pass."""
         marks = utt.marks
         held: list[np.ndarray] = []
         while True:
             batch = [await soft.get()]
             while not soft.empty():
                 batch.append(soft.get_nowait())
-            ended = batch[-1] is None
             held += [b for b in batch if b is not None]
+            if batch[-1] is None:
+                break
             enough = sum(len(b) for b in held) >= PREFILL_MIN_TOKENS or not utt.encoder_behind
-            if held and (ended or enough):
+            if held and enough:
                 await self.service.in_worker(self._feed_soft, conversation, np.concatenate(held))
                 held = []
-            if ended:
-                break
         marks["prefilled"] = _now()
-        await self.service.in_worker(self._close_turn, conversation)
+        await self.service.in_worker(self._close_turn, conversation, held)
         marks["closed"] = _now()
 
     async def _decode(

@@ -78,3 +78,44 @@ def test_a_cancelled_reply_keeps_the_history_consistent(tiny_text: TextModel) ->
     logits, _ = conversation.feed()
     assert conversation.ids()[-len(TURN_2) - 1] == 106  # the cancelled turn was closed
     assert np.max(np.abs(logits - tiny_text.logits(conversation.ids())[-1])) <= TOLERANCE
+
+
+def test_text_and_soft_tokens_fed_together_take_one_pass(tiny_text: TextModel) -> None:
+    """Runs of text and soft tokens added before a feed are prefilled as one pass (a pass reads
+    every weight): same logits as feeding them one at a time, one forward call instead of three."""
+    hidden = tiny_text.config.hidden_size
+    soft = np.random.default_rng(3).standard_normal((5, hidden)).astype(np.float32)  # [5, H]
+
+    def conversation_fed(apart: bool) -> tuple[Conversation, np.ndarray | None, int]:
+        conversation = Conversation(tiny_text, max_context=128)
+        conversation.begin_turn()
+        conversation.add_ids(TURN_1[:4])
+        calls = 0
+        forward = tiny_text.forward
+
+        def counted(*args: object, **kwargs: object) -> np.ndarray:
+            nonlocal calls
+            calls += 1
+            return forward(*args, **kwargs)  # type: ignore[arg-type]
+
+        tiny_text.forward = counted  # type: ignore[method-assign]
+        try:
+            conversation.feed()
+            calls = 0
+            logits = None
+            for ids, embeds in (([7] * 5, soft), (TURN_1[4:], None), ([9, 10], None)):
+                conversation.add_ids(ids, embeds)
+                if apart:
+                    logits, _ = conversation.feed()
+            if not apart:
+                logits, _ = conversation.feed()
+        finally:
+            del tiny_text.forward
+        return conversation, logits, calls
+
+    apart, apart_logits, apart_calls = conversation_fed(apart=True)
+    together, together_logits, together_calls = conversation_fed(apart=False)
+    assert (apart_calls, together_calls) == (3, 1)
+    assert together.state.position == apart.state.position == len(together.ids())
+    assert apart_logits is not None and together_logits is not None
+    assert np.max(np.abs(together_logits - apart_logits)) <= TOLERANCE

@@ -148,18 +148,22 @@ def write_audio_store(
 
 
 class BoundCall:
-    """One session's float32 call ``x [T, in] -> (y_1 [T, out_1], …)``, bindings kept per ``T``.
+    """One session's float32 call ``x [T, in] -> (y_1 [T, out_1], …)`` over fixed buffers.
 
-    Outputs of calls with at most :data:`MAX_BOUND_ROWS` rows are buffers the
-    next call with as many rows overwrites: callers consume them first (the
-    encoder always makes new arrays from them). One call at a time.
+    The input and each output have one buffer of :data:`MAX_BOUND_ROWS` rows; a
+    call with ``T`` rows binds views of their first ``T`` rows (contiguous), so
+    memory stays the same however many distinct row counts a lagging stream
+    produces. Outputs are views the next call overwrites: callers consume them
+    first (the encoder always makes new arrays from them). One call at a time.
     """
 
     def __init__(self, session: Any, width: int, outputs: dict[str, int]) -> None:
         self.session = session
         self.width = width
         self.outputs = outputs
-        self._bound: dict[int, tuple[np.ndarray, tuple[np.ndarray, ...], Any]] = {}
+        self._x = np.empty((MAX_BOUND_ROWS, width), F32)  # [64, in]
+        self._ys = tuple(np.empty((MAX_BOUND_ROWS, n), F32) for n in outputs.values())
+        self._bindings: dict[int, Any] = {}
 
     def _bind(self, x: np.ndarray, ys: tuple[np.ndarray, ...]) -> Any:
         b = self.session.io_binding()
@@ -175,14 +179,13 @@ class BoundCall:
             ys = tuple(np.empty((rows, n), F32) for n in self.outputs.values())
             self.session.run_with_iobinding(self._bind(x, ys), None)
             return ys
-        bound = self._bound.get(rows)
-        if bound is None:
-            xb = np.empty((rows, self.width), F32)
-            ys = tuple(np.empty((rows, n), F32) for n in self.outputs.values())
-            bound = self._bound[rows] = (xb, ys, self._bind(xb, ys))
-        bound[0][...] = x
-        self.session.run_with_iobinding(bound[2], None)
-        return bound[1]
+        ys = tuple(y[:rows] for y in self._ys)  # views of the leading rows: contiguous
+        binding = self._bindings.get(rows)
+        if binding is None:
+            binding = self._bindings[rows] = self._bind(self._x[:rows], ys)
+        self._x[:rows] = x
+        self.session.run_with_iobinding(binding, None)
+        return ys
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,16 @@ from edgeagent.errors import EngineError, TierError
 
 if TYPE_CHECKING:
     from edgeagent.engine.audio import AudioEncoder
+    from edgeagent.engine.vision import VisionEncoder
 
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_ROW_CACHE = 1024
 """Rows of each embedding table kept in memory (E2B per-layer rows: 15 KB each)."""
+
+LAYER_TRIM_MIN_TOKENS = 32
+"""Passes longer than this give freed activations back after every layer (a 128-token
+prefill's would stay resident otherwise); shorter ones only at their end."""
 
 
 @dataclass
@@ -98,6 +103,13 @@ class TextModel:
         from edgeagent.engine.audio import load_audio  # noqa: PLC0415 - only when audio is used
 
         return load_audio(self.checkpoint)
+
+    @cached_property
+    def vision(self) -> VisionEncoder:
+        """The checkpoint's vision encoder (reference kernels), built on first use."""
+        from edgeagent.engine.vision import load_vision  # noqa: PLC0415 - only when vision is used
+
+        return load_vision(self.checkpoint)
 
     # -- tiers and state -------------------------------------------------
 
@@ -163,7 +175,10 @@ class TextModel:
         try:
             per_layer = self.per_layer_inputs(ids, x0)  # [T, L, Hp]
             streams = self.altup_streams(x0)  # [n, T, H]
-            step = Step(positions=positions, inv_freq=self._inv_freq, memory=memory)
+            # short passes (a spoken turn's soft tokens, its closing) skip the per-layer trims:
+            # their activations are small, and ~120 malloc_trim calls cost ~50 ms at E2B
+            trimmed = memory if len(ids) > LAYER_TRIM_MIN_TOKENS else None
+            step = Step(positions=positions, inv_freq=self._inv_freq, memory=trimmed)
             shared: dict[bool, KVView] = {}
             step.release()
             for i in state.tier.layers():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgeagent.engine import TextModel
+from edgeagent.engine.model import LAYER_TRIM_MIN_TOKENS
 from edgeagent.engine.model import TextModel as ModelClass
 from edgeagent.engine.reference import attention, rms_norm, rope_tables, rotate, visibility
 
@@ -98,11 +99,14 @@ def with_memory(model: TextModel, memory: RecordingMemory) -> TextModel:
 def test_a_prefill_brackets_its_layers_with_the_memory_hooks(tiny_text: TextModel) -> None:
     memory = RecordingMemory()
     model = with_memory(tiny_text, memory)
-    state = model.new_state(max_context=16)
-    model.forward(state, [2, 5, 7, 9])
+    state = model.new_state(max_context=64)
+    model.forward(state, list(range(2, 2 + LAYER_TRIM_MIN_TOKENS + 1)))
     layers = len(state.tier.layers())
     assert memory.calls[0] == "begin" and memory.calls[-1] == "end"
     assert memory.calls.count("release") >= layers + 1  # before the layers and after each
+    memory.calls.clear()
+    model.forward(state, [2, 5, 7, 9])  # a short pass (soft tokens, a closing): its end only
+    assert memory.calls == ["begin", "end"]
     memory.calls.clear()
     model.forward(state, [3])  # a decoded token allocates nothing worth releasing
     assert memory.calls == []
@@ -112,5 +116,7 @@ def test_the_hooks_end_a_pass_that_fails(tiny_text: TextModel) -> None:
     memory = RecordingMemory(fail_after=3)
     model = with_memory(tiny_text, memory)
     with pytest.raises(RuntimeError, match="stop"):
-        model.forward(model.new_state(max_context=16), [2, 5, 7])
+        model.forward(
+            model.new_state(max_context=64), list(range(2, 2 + LAYER_TRIM_MIN_TOKENS + 1))
+        )
     assert memory.calls[-1] == "end"

@@ -234,8 +234,8 @@ class UtteranceRunner:
         soft: asyncio.Queue[np.ndarray | None],
         utt: Utterance,
     ) -> None:
-        """Prefill soft tokens as they come (batched while the encoder is behind); at the end,
-        whatever is left with the closing template tokens, in one pass."""
+        """Prefill soft tokens as they come (batched while the encoder is behind); from the end
+        of speech on, hold them, and feed them with the closing template tokens in one pass."""
         marks = utt.marks
         held: list[np.ndarray] = []
         while True:
@@ -246,7 +246,8 @@ class UtteranceRunner:
             if batch[-1] is None:
                 break
             enough = sum(len(b) for b in held) >= PREFILL_MIN_TOKENS or not utt.encoder_behind
-            if held and enough:
+            # once the end is decided, the rest waits for the closing pass: one read of the weights
+            if held and enough and utt.ended_at is None:
                 await self.service.in_worker(self._feed_soft, conversation, np.concatenate(held))
                 held = []
         marks["prefilled"] = _now()

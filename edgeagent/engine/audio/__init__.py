@@ -12,6 +12,7 @@ Usage (``pcm``: 16 kHz mono float32; blocks of any size)::
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,8 @@ from edgeagent.engine.audio.kernels import (
     reference_audio_kernels,
 )
 from edgeagent.errors import EngineError
+
+_LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from edgeagent.engine.checkpoint import Checkpoint
@@ -55,6 +58,18 @@ def load_audio(
     see :data:`~edgeagent.engine.audio.quantized.DEFAULT_BLOCK_SIZE`), or a
     ready :class:`AudioKernels`.
     """
+    encoder = _build(checkpoint, kernels, bits, block_size, threads)
+    cfg = encoder.config
+    _LOGGER.info(
+        "audio encoder: %d blocks, hidden %d, %s kernels",
+        cfg.num_layers, cfg.hidden_size, encoder.kernels.name,
+    )  # fmt: skip
+    return encoder
+
+
+def _build(
+    checkpoint: Checkpoint, kernels: AudioKernels | str, bits: int, block_size: int, threads: int
+) -> AudioEncoder:
     if kernels == "reference":
         return AudioEncoder.from_checkpoint(checkpoint)
     if kernels == "quantized":

@@ -17,7 +17,6 @@ Everything after the sub-sampling convs is causal.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,7 +39,6 @@ from edgeagent.errors import AudioError, CheckpointError
 if TYPE_CHECKING:
     from edgeagent.engine.checkpoint import Checkpoint
 
-_LOGGER = logging.getLogger(__name__)
 F32 = np.float32
 
 
@@ -71,12 +69,7 @@ class AudioEncoder:
         cfg = load_audio_config(path, ckpt.config.hidden_size)
         weights = AudioWeights.from_checkpoint(ckpt, cfg)
         mel = load_mel_config(path)
-        encoder = cls(cfg, weights, kernels or reference_audio_kernels(weights), mel)
-        _LOGGER.info(
-            "audio encoder: %d blocks, hidden %d, %s kernels",
-            cfg.num_layers, cfg.hidden_size, encoder.kernels.name,
-        )  # fmt: skip
-        return encoder
+        return cls(cfg, weights, kernels or reference_audio_kernels(weights), mel)
 
     # -- timing ------------------------------------------------------------------------
     @property

@@ -50,3 +50,11 @@ class OutboxError(PublishError):
 
 class AudioError(EdgeAgentError):
     """The audio path failed: a capture source, the features, or the audio encoder's inputs."""
+
+
+class CameraError(EdgeAgentError):
+    """The camera path failed: a capture source (device, stream, file, folder) or OpenCV."""
+
+
+class VisionError(EdgeAgentError):
+    """The vision encoder's inputs: an image of the wrong type, shape or dtype, a bad size."""

@@ -40,7 +40,8 @@ def register(subparsers: Any) -> None:
         "--layout",
         choices=("text", "multimodal"),
         default="text",
-        help="text: gemma3n_text, keys model.*; multimodal: gemma3n, keys model.language_model.*",
+        help="text: gemma3n_text, keys model.*; multimodal: gemma3n, keys model.language_model.* "
+        "plus the audio and vision towers",
     )
     init.add_argument(
         "--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="stored dtype"

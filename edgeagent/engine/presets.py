@@ -25,6 +25,11 @@ offsets from the text vocabulary size Vp: ``<start_of_image>`` Vp-145,
 ``<start_of_audio>`` Vp-144, ``<end_of_image>`` Vp, ``<image_soft_token>``
 Vp+1, ``<end_of_audio>`` Vp+vision, ``<audio_soft_token>`` Vp+vision+1
 (tiny: 239, 240, 384, 385, 448, 449 — as in the parity fixture).
+
+The multimodal layout adds the audio tower (``engine/audio/presets.py``) and the
+vision tower (``engine/vision/presets.py``: timm ``mobilenetv5_300m_enc`` at its
+real shapes for e2b/e4b, ~294 M parameters, ~590 MB in bfloat16; a tiny tower
+with every block type otherwise).
 """
 
 from __future__ import annotations
@@ -55,6 +60,12 @@ from edgeagent.engine.config import RANDOM_WEIGHTS_KEY, TIERS_KEY, MultimodalTok
 from edgeagent.engine.safetensors_io import SafetensorsWriter, TensorSpec
 from edgeagent.engine.tokenizer import TOKENIZER_FILE
 from edgeagent.engine.tokenizer_build import TokenizerSpec, build_tokenizer
+from edgeagent.engine.vision.presets import (
+    is_vision_tensor,
+    vision_config_dict,
+    vision_init_std,
+    vision_tensor_specs,
+)
 from edgeagent.errors import ConfigError
 
 _LOGGER = logging.getLogger(__name__)
@@ -248,8 +259,8 @@ def init_std(name: str, shape: tuple[int, ...], cfg: TextConfig) -> tuple[float,
     the AltUp router ~ N(0, H/4), so that its tanh sees ~N(0, 1/4) despite
     the router's 1/H input scale and the routing is not inert.
     """
-    if is_audio_tensor(name):
-        return audio_init_std(name, shape)
+    if is_audio_tensor(name) or is_vision_tensor(name):
+        return (audio_init_std if is_audio_tensor(name) else vision_init_std)(name, shape)
     if name.endswith(_NORM_SUFFIXES):
         return 1.0, 0.05
     if name.endswith(("altup.prediction_coefs.weight", "altup.correction_coefs.weight")):
@@ -271,8 +282,9 @@ def tensor_specs(
         raise ConfigError(f"unsupported dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
     prefix, np_dtype = _PREFIX[layout], _DTYPES[dtype]
     specs = [TensorSpec(prefix + n, np_dtype, s) for n, s in expected_tensors(cfg).items()]
-    if layout == "multimodal":  # the audio tower (engine/audio/presets.py)
+    if layout == "multimodal":  # the towers (engine/audio/presets.py, engine/vision/presets.py)
         specs += audio_tensor_specs(cfg, np_dtype)
+        specs += vision_tensor_specs(cfg, np_dtype)
     return specs
 
 
@@ -327,6 +339,8 @@ def config_json(preset: Preset, layout: str, dtype: str) -> dict[str, Any]:
         "architectures": ["Gemma3nForConditionalGeneration"],
         "text_config": text,
         "audio_config": audio_config_dict(preset.config),
+        "vision_config": vision_config_dict(preset.config),
+        "vision_soft_tokens_per_image": 256,
         "dtype": dtype,
         "tie_word_embeddings": True,
         **extra,
@@ -403,7 +417,8 @@ def _write_weights(
     for file_name, shard in zip(names, shards, strict=True):
         with SafetensorsWriter(tmp / file_name, shard, {"format": "pt"}) as writer:
             for spec in shard:
-                rel = spec.name if is_audio_tensor(spec.name) else spec.name[len(prefix) :]
+                tower = is_audio_tensor(spec.name) or is_vision_tensor(spec.name)
+                rel = spec.name if tower else spec.name[len(prefix) :]
                 _fill(writer, spec, rel, cfg, seed, tick)
     if n > 1:
         weight_map = {s.name: f for f, shard in zip(names, shards, strict=True) for s in shard}

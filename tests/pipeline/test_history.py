@@ -28,14 +28,21 @@ def settings_for(state: Path, port: int, model: Path, **voice: Any) -> Any:
 
 
 async def ask(sub: Subscriber, text: str, n: int) -> dict[str, Any]:
-    """Send cmd/ask; wait for the n-th final answer since the subscriber started."""
-    await asyncio.to_thread(sub.publish, f"{BASE}/cmd/ask", json.dumps({"text": text}))
+    """Send cmd/ask; wait for its final answer (matched by ``request_id``: delivery is at least
+    once, so a restarted daemon may send the previous final again)."""
+    request = f"ask-{n}"
+    payload = json.dumps({"text": text, "request_id": request})
+    await asyncio.to_thread(sub.publish, f"{BASE}/cmd/ask", payload)
 
     def finals(s: Subscriber) -> list[Any]:
-        return [p for p in s.payloads(f"{BASE}/answer") if p and p["final"]]
+        return [
+            p
+            for p in s.payloads(f"{BASE}/answer")
+            if p and p["final"] and p.get("request_id") == request
+        ]
 
-    await asyncio.to_thread(sub.wait, lambda s: len(finals(s)) >= n, 60, f"answer {n}")
-    return finals(sub)[n - 1]  # type: ignore[no-any-return]
+    await asyncio.to_thread(sub.wait, lambda s: bool(finals(s)), 60, f"answer {n}")
+    return finals(sub)[0]  # type: ignore[no-any-return]
 
 
 def saved_ids(state: Path) -> np.ndarray:

@@ -163,7 +163,13 @@ class VisionResult(Result):
 
 @dataclass(frozen=True, kw_only=True)
 class Event(Result):
-    """``{"event_type": ..., **data}`` on ``<base>/event``: speech_start, tier_changed, error, …"""
+    """``{"event_type": ..., **data}`` on ``<base>/event``: speech_start, tier_changed, error, …
+
+    Capture sources report their health as ``audio_source_*`` / ``camera_source_*``
+    (:class:`edgeagent.capture.SourceEvent`), the frame gate a new scene as
+    ``scene_change`` (:meth:`edgeagent.dsp.frame_gate.GateDecision.data`); docs/mqtt.md
+    lists every type and its fields.
+    """
 
     topic: ClassVar[str] = "event"
     event_type: str

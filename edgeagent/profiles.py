@@ -101,6 +101,11 @@ class CameraProfile(BaseModel):
     model_config = _STRICT
 
     device: str = Field(min_length=1, description='Default camera, or "none" for no camera.')
+    width: int | None = Field(None, ge=64, le=4096, description="Frame width cap, pixels.")
+    height: int | None = Field(None, ge=64, le=4096, description="Frame height cap, pixels.")
+    max_fps: float | None = Field(
+        None, gt=0, le=60, description="Frames per second offered to the frame gate."
+    )
 
 
 class HardwareProfile(BaseModel):
@@ -147,7 +152,9 @@ class HardwareProfile(BaseModel):
                 "battery_critical_percent": self.battery.critical_percent,
             }
         camera: dict[str, Any] = (
-            {"enabled": False} if self.camera.device == "none" else {"device": self.camera.device}
+            {"enabled": False}
+            if self.camera.device == "none"
+            else self.camera.model_dump(exclude_none=True)  # device and the caps it sets
         )
         return {
             "model": {

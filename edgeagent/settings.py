@@ -194,6 +194,11 @@ class AudioSettings(BaseModel):
         description="Longest utterance, s, 1-600; speech that goes on is cut into utterances of "
         "this length.",
     )
+    encoder_bits: Literal[4, 8] = Field(
+        4,
+        description="Weight bits of the audio encoder's quantized copy: 4 (half the bytes, ~0.87x "
+        "the time) or 8 (closest to the float encoder).",
+    )
 
     @model_validator(mode="after")
     def _backoff_ordered(self) -> Self:
@@ -303,24 +308,90 @@ class VoiceSettings(BaseModel):
 
 
 class CameraSettings(BaseModel):
-    """Camera capture."""
+    """Camera capture and the frame gate (which frames go on to the vision encoder)."""
 
     model_config = _SECTION
 
     enabled: bool = Field(True, description="Capture frames from the camera: true or false.")
+    source: Literal["auto", "device", "stream", "file", "folder"] = Field(
+        "auto",
+        description='What device names: "device" (a video4linux device path or an OpenCV index), '
+        '"stream" (an rtsp://, http:// or https:// URL), "file" (a video file), "folder" (a '
+        'folder of JPEG/PNG images, in name order) or "auto" (decided by its form: digits or '
+        "/dev/... a device, a URL a stream, an existing folder a folder, else a file). All need "
+        "the camera extra (OpenCV).",
+    )
     device: str = Field(
         "/dev/video0",
         min_length=1,
-        description='Camera: a video4linux device path or an OpenCV index such as "0".',
+        description='Camera: a video4linux device path or an OpenCV index such as "0", a stream '
+        "URL, a video file or a folder of images (see source).",
     )
-    width: int = Field(640, ge=64, le=4096, description="Capture width, pixels, 64-4096.")
-    height: int = Field(480, ge=64, le=4096, description="Capture height, pixels, 64-4096.")
+    width: int = Field(
+        640,
+        ge=64,
+        le=4096,
+        description="Largest frame width, pixels, 64-4096: larger frames are scaled down, aspect "
+        "kept (a device is asked for this size).",
+    )
+    height: int = Field(
+        480,
+        ge=64,
+        le=4096,
+        description="Largest frame height, pixels, 64-4096: larger frames are scaled down, aspect "
+        "kept (a device is asked for this size).",
+    )
     max_fps: float = Field(
         1.0,
         gt=0,
         le=60,
-        description="Frames per second offered to the frame gate, above 0 and at most 60.",
+        description="Frames per second offered to the frame gate, above 0 and at most 60; the "
+        "others are skipped undecoded. A folder's images are shown at this rate.",
     )
+    file_realtime: bool = Field(
+        True,
+        description="Pace a video file or image folder in real time (true) or read every frame "
+        "as fast as the gate takes them (false).",
+    )
+    file_loop: bool = Field(
+        False, description="Start a video file or image folder over at its end: true or false."
+    )
+    reopen_backoff_initial_s: float = Field(
+        0.5,
+        gt=0,
+        le=600,
+        description="Delay before reopening a camera or stream that was lost, s, above 0 and at "
+        "most 600; it doubles with every further failure.",
+    )
+    reopen_backoff_max_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Cap of the doubling reopen delay, s, at least reopen_backoff_initial_s and "
+        "at most 3600.",
+    )
+    gate_threshold: float = Field(
+        0.25,
+        gt=0,
+        le=2,
+        description="Change score (1 - correlation of brightness-normalised 32x24 thumbnails; 0 "
+        "same, about 1 unrelated) from which a frame counts as a new scene, above 0 and at most "
+        "2. Steady shots with noise, flicker and shake score below 0.06, cuts above 0.8 "
+        "(benchmarks/README.md).",
+    )
+    gate_interval_s: float = Field(
+        0.0,
+        ge=0,
+        le=86400,
+        description="Send a frame on at least this often even when the scene is unchanged, s, "
+        "0-86400; 0: never (only scene changes and requests).",
+    )
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> Self:
+        if self.reopen_backoff_max_s < self.reopen_backoff_initial_s:
+            raise ValueError("reopen_backoff_max_s must be >= reopen_backoff_initial_s")
+        return self
 
 
 class MqttSettings(BaseModel):

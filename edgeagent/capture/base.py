@@ -49,11 +49,12 @@ class AudioBlock:
 
 
 SourceEventKind = Literal["opened", "lost", "reopened", "ended"]
+SourceMedium = Literal["audio", "camera"]
 
 
 @dataclass(frozen=True)
 class SourceEvent:
-    """A change in an audio source's health.
+    """A change in a capture source's health (audio, or camera with ``medium="camera"``).
 
     ``opened``: first open; ``lost``: it died (``reason``), retry in
     ``retry_in_s``; ``reopened``: back after ``gap_s`` seconds of timeline
@@ -67,11 +68,12 @@ class SourceEvent:
     gap_s: float | None = None
     retry_in_s: float | None = None
     attempt: int = 0
+    medium: SourceMedium = "audio"
 
     @property
     def event_type(self) -> str:
-        """Name on ``<base>/event``: ``audio_source_lost`` etc."""
-        return f"audio_source_{self.kind}"
+        """Name on ``<base>/event``: ``audio_source_lost``, ``camera_source_lost`` etc."""
+        return f"{self.medium}_source_{self.kind}"
 
     def data(self) -> dict[str, Any]:
         """The event's JSON fields besides ``event_type``."""

@@ -140,7 +140,10 @@ class AssistantService:
 
         try:
             return load_audio(
-                model.checkpoint, self.settings.model.kernels, threads=self.settings.model.threads
+                model.checkpoint,
+                self.settings.model.kernels,
+                bits=self.settings.audio.encoder_bits,
+                threads=self.settings.model.threads,  # one ONNX Runtime pool per process
             )
         except CheckpointError as exc:
             _LOGGER.warning("no audio encoder, speech is not processed: %s", exc)

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeagent.engine.audio.config import AudioConfig
-from edgeagent.engine.reference import as_f32
-from edgeagent.errors import CheckpointError
+from edgeagent.engine.tower_weights import EmbedderWeights, TensorReader, tower_prefix
 
 if TYPE_CHECKING:
     from edgeagent.engine.checkpoint import Checkpoint
@@ -84,16 +83,6 @@ class SubsampleWeights:
 
 
 @dataclass(frozen=True)
-class EmbedderWeights:
-    """``embed_audio.*``: soft tokens into the text embedding space."""
-
-    embedding: np.ndarray  # [vocab, H] (hard tokens: only the processor's padding uses it)
-    hard_embedding_norm: np.ndarray  # [H] f32
-    soft_embedding_norm: np.ndarray  # [H] f32
-    embedding_projection: np.ndarray  # [text_H, H]
-
-
-@dataclass(frozen=True)
 class AudioWeights:
     """Everything the audio path reads from a checkpoint."""
 
@@ -104,7 +93,10 @@ class AudioWeights:
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, cfg: AudioConfig) -> AudioWeights:
         """Collect and shape-check views of every audio tensor; no matrix is copied."""
-        tower, embed = _prefix(ckpt, _TOWER_PREFIXES), _prefix(ckpt, _EMBED_PREFIXES)
+        tower, embed = (
+            tower_prefix(ckpt, _TOWER_PREFIXES, "audio"),
+            tower_prefix(ckpt, _EMBED_PREFIXES, "audio"),
+        )
         return cls.from_tensors(ckpt.raw_tensor, cfg, tower, embed, str(ckpt.path))
 
     @classmethod
@@ -117,8 +109,8 @@ class AudioWeights:
         source: str = "audio weights",
     ) -> AudioWeights:
         """The same from any ``get(full_name) -> array`` (in-memory weights, benchmarks)."""
-        tower = _Reader(get, tower_prefix, source)
-        embed = _Reader(get, embed_prefix, source)
+        tower = TensorReader(get, tower_prefix, source)
+        embed = TensorReader(get, embed_prefix, source)
         h, hd, k = cfg.hidden_size, cfg.head_dim, cfg.conv_kernel_size
         c0, c1 = cfg.sscp_channels
         (kt0, kf0), (kt1, kf1) = cfg.sscp_kernels
@@ -172,38 +164,5 @@ class AudioWeights:
                     norm=tower.vec(q + "norm.weight", (h,)),
                 )
             )
-        embedder = EmbedderWeights(
-            embedding=embed.mat("embedding.weight", (cfg.vocab_size, h)),
-            hard_embedding_norm=embed.vec("hard_embedding_norm.weight", (h,)),
-            soft_embedding_norm=embed.vec("soft_embedding_norm.weight", (h,)),
-            embedding_projection=embed.mat(
-                "embedding_projection.weight", (cfg.text_hidden_size, h)
-            ),
-        )
+        embedder = EmbedderWeights.read(embed, cfg.vocab_size, h, cfg.text_hidden_size)
         return cls(subsample=subsample, conformer=tuple(blocks), embedder=embedder)
-
-
-def _prefix(ckpt: Checkpoint, candidates: tuple[str, ...]) -> str:
-    for prefix in candidates:
-        if ckpt.tensors_under(prefix):
-            return prefix
-    raise CheckpointError(f"{ckpt.path}: no tensors under {candidates[0]} (no audio encoder)")
-
-
-class _Reader:
-    """Shape-checked views of the tensors under one prefix."""
-
-    def __init__(self, get: Callable[[str], np.ndarray], prefix: str, source: str) -> None:
-        self.get, self.prefix, self.source = get, prefix, source
-
-    def mat(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        full = self.prefix + name
-        w = self.get(full)
-        if tuple(w.shape) != shape:
-            raise CheckpointError(
-                f"{self.source}: tensor {full} has shape {list(w.shape)}, expected {list(shape)}"
-            )
-        return w
-
-    def vec(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        return as_f32(self.mat(name, shape))

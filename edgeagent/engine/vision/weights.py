@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeagent.engine.reference import as_f32
+from edgeagent.engine.tower_weights import EmbedderWeights, TensorReader, tower_prefix
 from edgeagent.engine.vision.config import BlockSpec, VisionConfig
-from edgeagent.errors import CheckpointError
 
 if TYPE_CHECKING:
     from edgeagent.engine.checkpoint import Checkpoint
@@ -99,16 +98,6 @@ class MsfaWeights:
 
 
 @dataclass(frozen=True)
-class EmbedderWeights:
-    """``embed_vision.*``: soft tokens into the text embedding space."""
-
-    embedding: np.ndarray  # [vocab, hidden] (hard tokens; unused by ``encode``)
-    hard_embedding_norm: np.ndarray  # [hidden] f32
-    soft_embedding_norm: np.ndarray  # [hidden] f32
-    embedding_projection: np.ndarray  # [text_H, hidden]
-
-
-@dataclass(frozen=True)
 class VisionWeights:
     """Everything the vision path reads from a checkpoint."""
 
@@ -120,7 +109,10 @@ class VisionWeights:
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, cfg: VisionConfig) -> VisionWeights:
         """Collect and shape-check views of every vision tensor; nothing is copied."""
-        tower, embed = _prefix(ckpt, TOWER_PREFIXES), _prefix(ckpt, EMBED_PREFIXES)
+        tower, embed = (
+            tower_prefix(ckpt, TOWER_PREFIXES, "vision"),
+            tower_prefix(ckpt, EMBED_PREFIXES, "vision"),
+        )
         return cls.from_tensors(ckpt.raw_tensor, cfg, tower, embed, str(ckpt.path))
 
     @classmethod
@@ -133,8 +125,8 @@ class VisionWeights:
         source: str = "vision weights",
     ) -> VisionWeights:
         """The same from any ``get(full_name) -> array`` (in-memory weights, benchmarks)."""
-        t = _Reader(get, tower_prefix, source)
-        e = _Reader(get, embed_prefix, source)
+        t = TensorReader(get, tower_prefix, source)
+        e = TensorReader(get, embed_prefix, source)
         c = cfg.stem_size
         stem = StemWeights(
             conv=t.mat("conv_stem.conv.weight", (c, 3, 3, 3)),
@@ -153,17 +145,11 @@ class VisionWeights:
             ffn=_uir(t, "msfa.ffn.", msfa_spec, layer_scale=False),
             norm=t.vec("msfa.norm.weight", (cfg.hidden_size,)),
         )
-        h = cfg.hidden_size
-        embedder = EmbedderWeights(
-            embedding=e.mat("embedding.weight", (cfg.vocab_size, h)),
-            hard_embedding_norm=e.vec("hard_embedding_norm.weight", (h,)),
-            soft_embedding_norm=e.vec("soft_embedding_norm.weight", (h,)),
-            embedding_projection=e.mat("embedding_projection.weight", (cfg.text_hidden_size, h)),
-        )
+        embedder = EmbedderWeights.read(e, cfg.vocab_size, cfg.hidden_size, cfg.text_hidden_size)
         return cls(stem=stem, blocks=tuple(blocks), msfa=msfa, embedder=embedder)
 
 
-def _block(t: _Reader, p: str, spec: BlockSpec) -> BlockWeights:
+def _block(t: TensorReader, p: str, spec: BlockSpec) -> BlockWeights:
     if spec.kind == "er":
         mid, k = spec.mid_chs, spec.kernel
         return EdgeResidualWeights(
@@ -195,7 +181,7 @@ def _block(t: _Reader, p: str, spec: BlockSpec) -> BlockWeights:
 
 
 def _uir(
-    t: _Reader, p: str, spec: BlockSpec, *, layer_scale: bool
+    t: TensorReader, p: str, spec: BlockSpec, *, layer_scale: bool
 ) -> UniversalInvertedResidualWeights:
     mid, a, k = spec.mid_chs, spec.start_kernel, spec.kernel
 
@@ -211,32 +197,3 @@ def _uir(
         pw_proj=conv_norm("pw_proj", (spec.out_chs, mid, 1, 1)),
         layer_scale=t.vec(p + "layer_scale.gamma", (spec.out_chs,)) if layer_scale else None,
     )
-
-
-def _prefix(ckpt: Checkpoint, candidates: tuple[str, ...]) -> str:
-    for prefix in candidates:
-        if ckpt.tensors_under(prefix):
-            return prefix
-    raise CheckpointError(f"{ckpt.path}: no tensors under {candidates[0]} (no vision encoder)")
-
-
-class _Reader:
-    """Shape-checked views of the tensors under one prefix."""
-
-    def __init__(self, get: Callable[[str], np.ndarray], prefix: str, source: str) -> None:
-        self.get, self.prefix, self.source = get, prefix, source
-
-    def mat(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        full = self.prefix + name
-        try:
-            w = self.get(full)
-        except KeyError as exc:
-            raise CheckpointError(f"{self.source}: missing tensor {full}") from exc
-        if tuple(w.shape) != shape:
-            raise CheckpointError(
-                f"{self.source}: tensor {full} has shape {list(w.shape)}, expected {list(shape)}"
-            )
-        return w
-
-    def vec(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        return as_f32(self.mat(name, shape))

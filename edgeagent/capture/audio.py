@@ -13,38 +13,35 @@ wall clock.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgeagent.capture.base import RATE, AudioBlock, RawSource, SourceEnded, SourceEvent
+from edgeagent.capture.base import (
+    RATE,
+    AudioBlock,
+    EventSink,
+    RawSource,
+    ReopenPolicy,
+    SourceEnded,
+    SourceEvent,
+    report,
+)
 from edgeagent.dsp.pcm import apply_gain, to_mono
 from edgeagent.dsp.resample import Resampler
 from edgeagent.errors import AudioError
 
-_LOGGER = logging.getLogger(__name__)
-
 SourceFactory = Callable[[], RawSource]
-EventSink = Callable[[SourceEvent], None]
 
 
 @dataclass(frozen=True)
-class CaptureOptions:
+class CaptureOptions(ReopenPolicy):
     """Conversion and reopen policy (times in seconds)."""
 
     channel: int | None = None  # channel to keep (from 0); None: the mean of all
     gain_db: float = 0.0
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    stable_s: float = 30.0
-
-    def backoff(self, attempt: int) -> float:
-        """Delay before reopen attempt ``attempt`` (1, 2, …): doubling, capped."""
-        delay: float = self.backoff_initial_s * 2.0 ** max(0, attempt - 1)
-        return min(self.backoff_max_s, delay)
 
 
 class AudioCapture:
@@ -65,10 +62,7 @@ class AudioCapture:
         self.position = 0  # timeline index of the next sample
 
     def _emit(self, event: SourceEvent) -> None:
-        log = _LOGGER.warning if event.kind == "lost" else _LOGGER.info
-        log("audio source %s: %s %s", event.kind, event.source, event.reason)
-        if self.on_event is not None:
-            self.on_event(event)
+        report(event, self.on_event)
 
     async def blocks(self) -> AsyncIterator[AudioBlock]:
         """Blocks until a finite source ends (forever for devices and commands)."""

@@ -8,6 +8,8 @@ sources that die, reporting each loss and recovery as a :class:`SourceEvent`.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -87,6 +89,34 @@ class SourceEvent:
         if self.attempt:
             d["attempt"] = self.attempt
         return d
+
+
+EventSink = Callable[[SourceEvent], None]
+
+_LOGGER = logging.getLogger("edgeagent.capture")
+
+
+def report(event: SourceEvent, sink: EventSink | None) -> None:
+    """Log a source's health change (a loss as a warning) and hand it to ``sink``."""
+    log = _LOGGER.warning if event.kind == "lost" else _LOGGER.info
+    log("%s source %s: %s %s", event.medium, event.kind, event.source, event.reason)
+    if sink is not None:
+        sink(event)
+
+
+@dataclass(frozen=True)
+class ReopenPolicy:
+    """When a lost source is opened again (seconds): delays double from ``backoff_initial_s``
+    up to ``backoff_max_s``; a source that stayed up ``stable_s`` starts over at the first."""
+
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    stable_s: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before reopen attempt ``attempt`` (1, 2, …): doubling, capped."""
+        delay: float = self.backoff_initial_s * 2.0 ** max(0, attempt - 1)
+        return min(self.backoff_max_s, delay)
 
 
 class SourceEnded(AudioError):

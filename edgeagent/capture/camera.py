@@ -40,7 +40,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgeagent.capture.base import SourceEvent
+from edgeagent.capture.base import EventSink, ReopenPolicy, SourceEvent, report
 from edgeagent.errors import CameraError
 
 _LOGGER = logging.getLogger(__name__)
@@ -111,23 +111,14 @@ class FrameSource(Protocol):
 
 
 FrameSourceFactory = Callable[[], FrameSource]
-EventSink = Callable[[SourceEvent], None]
 
 
 @dataclass(frozen=True)
-class CameraOptions:
+class CameraOptions(ReopenPolicy):
     """Rate cap, pacing and reopen policy (times in seconds)."""
 
     max_fps: float = 1.0
     realtime: bool = True  # files and folders: pace at their own rate (else lossless, fast)
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    stable_s: float = 30.0
-
-    def backoff(self, attempt: int) -> float:
-        """Delay before reopen attempt ``attempt`` (1, 2, …): doubling, capped."""
-        delay: float = self.backoff_initial_s * 2.0 ** max(0, attempt - 1)
-        return min(self.backoff_max_s, delay)
 
 
 class CameraCapture:
@@ -162,10 +153,7 @@ class CameraCapture:
         return self._clock() - self._started if live else self.media_s
 
     def _emit(self, event: SourceEvent) -> None:
-        log = _LOGGER.warning if event.kind == "lost" else _LOGGER.info
-        log("camera source %s: %s %s", event.kind, event.source, event.reason)
-        if self.on_event is not None:
-            self.on_event(event)
+        report(event, self.on_event)
 
     async def frames(self) -> AsyncGenerator[Frame, None]:
         """Frames until a finite source ends (forever for devices and streams)."""

@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 from typing import Literal
 
+from edgeagent.capture.base import EventSink
 from edgeagent.capture.camera import (
     CameraCapture,
     CameraOptions,
-    EventSink,
     FrameSource,
     FrameSourceFactory,
 )

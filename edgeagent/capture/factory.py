@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edgeagent.capture.audio import AudioCapture, CaptureOptions, EventSink, SourceFactory
-from edgeagent.capture.base import RawSource
+from edgeagent.capture.audio import AudioCapture, CaptureOptions, SourceFactory
+from edgeagent.capture.base import EventSink, RawSource
 from edgeagent.capture.command import CommandSource
 from edgeagent.capture.pyaudio_source import PyAudioSource
 from edgeagent.capture.wavfile import WavFileSource

@@ -21,7 +21,6 @@ the frames that fit in the audio pushed so far.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgeagent.errors import AudioError
+from edgeagent.jsonfile import read_json_object
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -123,12 +123,7 @@ def load_mel_config(directory: str | Path) -> MelConfig:
     path = Path(directory) / PREPROCESSOR_FILE
     if not path.is_file():
         return MelConfig()
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AudioError(f"{path}: cannot read: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise AudioError(f"{path}: must be a JSON object")
+    raw = read_json_object(path, AudioError, "preprocessor config")
     return MelConfig.from_dict(raw, str(path))
 
 

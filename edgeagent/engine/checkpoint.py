@@ -15,7 +15,6 @@ through :meth:`Checkpoint.tensors_under` and :meth:`Checkpoint.raw_tensor`.
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +31,7 @@ from edgeagent.engine.config import (
 from edgeagent.engine.safetensors_io import SafetensorsFile, TensorInfo, numpy_dtype
 from edgeagent.engine.tokenizer import Tokenizer, load_tokenizer
 from edgeagent.errors import CheckpointError
+from edgeagent.jsonfile import read_json_object
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -242,11 +242,7 @@ class Checkpoint:
 
 def _read_index(path: Path) -> dict[str, str]:
     """weight_map of a shard index: full tensor name -> shard file name."""
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read shard index: {exc}") from exc
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    weight_map = read_json_object(path, CheckpointError, "shard index").get("weight_map")
     if not isinstance(weight_map, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
     ):

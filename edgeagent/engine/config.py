@@ -11,7 +11,6 @@ Every problem is a :class:`CheckpointError` that names the file and the field.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeagent.errors import CheckpointError
+from edgeagent.jsonfile import read_json_object
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -419,12 +419,7 @@ def load_checkpoint_config(directory: str | Path) -> CheckpointConfig:
         raise CheckpointError(
             f"{source}: config.json not found (is {directory} a Gemma 3n checkpoint?)"
         )
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{source}: cannot read config: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{source}: config must be a JSON object, got {type(raw).__name__}")
+    raw = read_json_object(path, CheckpointError, "config")
     model_type = raw.get("model_type")
     layout = _MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
     if layout is None:

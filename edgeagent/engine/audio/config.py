@@ -7,7 +7,6 @@ a missing key takes the released value. Every problem is a
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeagent.errors import CheckpointError
+from edgeagent.jsonfile import read_json_object
 
 _DEFAULTS: dict[str, Any] = {
     "vocab_size": 128,
@@ -177,11 +177,7 @@ class _Getter:
 def load_audio_config(directory: str | Path, text_hidden_size: int) -> AudioConfig:
     """The ``audio_config`` of ``DIR/config.json``; a text-only checkpoint is an error."""
     path = Path(directory) / "config.json"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read config: {exc}") from exc
-    audio = raw.get("audio_config") if isinstance(raw, dict) else None
+    audio = read_json_object(path, CheckpointError, "config").get("audio_config")
     if not isinstance(audio, dict):
         raise CheckpointError(
             f"{path}: no 'audio_config' object: this checkpoint has no audio encoder "

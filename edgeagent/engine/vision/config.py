@@ -11,7 +11,6 @@ the same code. Every problem is a :class:`CheckpointError` naming the field.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from edgeagent.errors import CheckpointError
+from edgeagent.jsonfile import read_json_object
 
 ARCHITECTURE = "mobilenetv5_300m_enc"
 STRUCTURE_KEY = "edgeagent_structure"
@@ -281,11 +281,7 @@ def _pos_float(v: Any, fail: Any, name: str) -> float:
 def load_vision_config(directory: str | Path, text_hidden_size: int) -> VisionConfig:
     """The ``vision_config`` of ``DIR/config.json``; a checkpoint without one is an error."""
     path = Path(directory) / "config.json"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read config: {exc}") from exc
-    vision = raw.get("vision_config") if isinstance(raw, dict) else None
+    vision = read_json_object(path, CheckpointError, "config").get("vision_config")
     if not isinstance(vision, dict):
         raise CheckpointError(
             f"{path}: no 'vision_config' object: this checkpoint has no vision encoder "

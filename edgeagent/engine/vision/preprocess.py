@@ -15,7 +15,6 @@ clipped to uint8), reproduced so the engine needs no imaging library.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgeagent.errors import VisionError
+from edgeagent.jsonfile import read_json_object
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
 _PRECISION_BITS = 22  # Pillow: 32 − 8 − 2
@@ -99,12 +99,7 @@ def load_image_config(directory: str | Path) -> ImageConfig:
     path = Path(directory) / PREPROCESSOR_FILE
     if not path.is_file():
         return ImageConfig()
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VisionError(f"{path}: cannot read: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise VisionError(f"{path}: must be a JSON object")
+    raw = read_json_object(path, VisionError, "preprocessor config")
     return ImageConfig.from_dict(raw, str(path))
 
 

@@ -1,15 +1,16 @@
-"""What the audio and vision towers share when they read a checkpoint.
+"""What the audio and vision towers share about their weights.
 
-The prefix a tower's tensors live under, shape-checked views of them, and the
+The prefix a tower's tensors live under, shape-checked views of them, the
 Gemma 3n multimodal embedder's weights (``embed_audio.*`` / ``embed_vision.*``:
-the same four tensors for either tower).
+the same four tensors for either tower), and random tensors at a tower's
+shapes for tests and benchmarks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +19,10 @@ from edgeagent.errors import CheckpointError
 
 if TYPE_CHECKING:
     from edgeagent.engine.checkpoint import Checkpoint
+    from edgeagent.engine.safetensors_io import TensorSpec
+
+InitStd = Callable[[str, tuple[int, ...]], tuple[float, float]]
+"""``(name, shape) -> (mean, std)`` of a random tensor's values."""
 
 
 def tower_prefix(ckpt: Checkpoint, candidates: tuple[str, ...], tower: str) -> str:
@@ -73,3 +78,16 @@ class EmbedderWeights:
             soft_embedding_norm=r.vec("soft_embedding_norm.weight", (hidden,)),
             embedding_projection=r.mat("embedding_projection.weight", (text_hidden, hidden)),
         )
+
+
+def random_tensors(
+    specs: Iterable[TensorSpec], init: InitStd, seed: int, dtype: np.dtype[Any]
+) -> dict[str, np.ndarray]:
+    """Each spec's tensor, random with ``init``'s mean and std, in memory as ``dtype``."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:
+        mean, std = init(spec.name, spec.shape)
+        values = rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(std)
+        out[spec.name] = (values + np.float32(mean)).astype(dtype)
+    return out

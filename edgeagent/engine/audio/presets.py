@@ -20,6 +20,7 @@ import numpy as np
 from edgeagent.engine.audio.config import AudioConfig
 from edgeagent.engine.config import TextConfig
 from edgeagent.engine.safetensors_io import TensorSpec
+from edgeagent.engine.tower_weights import random_tensors
 
 TOWER = "model.audio_tower."
 EMBED = "model.embed_audio."
@@ -154,10 +155,4 @@ def random_audio_tensors(
     import ml_dtypes  # noqa: PLC0415 - a dependency; only this helper needs it here
 
     dtype = dtype or np.dtype(ml_dtypes.bfloat16)
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for spec in audio_tensor_specs(text, dtype):
-        mean, std = audio_init_std(spec.name, spec.shape)
-        values = rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(std)
-        out[spec.name] = (values + np.float32(mean)).astype(dtype)
-    return out
+    return random_tensors(audio_tensor_specs(text, dtype), audio_init_std, seed, dtype)

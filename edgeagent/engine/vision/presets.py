@@ -19,6 +19,7 @@ import numpy as np
 
 from edgeagent.engine.config import TextConfig
 from edgeagent.engine.safetensors_io import TensorSpec
+from edgeagent.engine.tower_weights import random_tensors
 from edgeagent.engine.vision.config import (
     ARCHITECTURE,
     STRUCTURE_KEY,
@@ -176,10 +177,4 @@ def random_vision_tensors(
     import ml_dtypes  # noqa: PLC0415 - a dependency; only this helper needs it here
 
     dtype = dtype or np.dtype(ml_dtypes.bfloat16)
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for spec in vision_tensor_specs(text, dtype):
-        mean, std = vision_init_std(spec.name, spec.shape)
-        values = rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(std)
-        out[spec.name] = (values + np.float32(mean)).astype(dtype)
-    return out
+    return random_tensors(vision_tensor_specs(text, dtype), vision_init_std, seed, dtype)

@@ -33,15 +33,14 @@ exact; the reference arrays are float32 results of transformers on this CPU.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import sys
 import wave
-import zipfile
 from pathlib import Path
 
 import numpy as np
+from fixture_common import TEXT, log, write_npz
 
 REQUIRED_TORCH = "2.13.0"
 REQUIRED_TRANSFORMERS = "5.24.0"
@@ -51,26 +50,6 @@ OUT = REPO / "tests" / "fixtures" / "audio"
 CLIPS = ("two_clean", "one_white_5db")
 FEATURE_SAMPLES = 8_000  # features stored for the first 0.5 s of each clip (size)
 
-TEXT = dict(
-    vocab_size=160,  # 128 text + 16 vision + 16 audio ids
-    vocab_size_per_layer_input=128,
-    hidden_size=16,
-    hidden_size_per_layer_input=4,
-    num_hidden_layers=2,
-    intermediate_size=[16, 16],
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=8,
-    sliding_window=8,
-    num_kv_shared_layers=0,
-    laurel_rank=2,
-    altup_num_inputs=4,
-    activation_sparsity_pattern=[0.0, 0.0],
-    max_position_embeddings=256,
-    pad_token_id=0,
-    eos_token_id=[1, 106 % 128],
-    bos_token_id=2,
-)
 AUDIO_VOCAB = 16
 AUDIO_OFFSET = 160 - AUDIO_VOCAB  # 144 (real 262272)
 MODELS = {
@@ -102,10 +81,6 @@ MODELS = {
 QK_GAIN = 3.0  # q/k/pos projections at 3/sqrt(fan_in): attention logits reach the soft cap
 
 
-def log(*a: object) -> None:
-    print(*a, flush=True)
-
-
 def check_versions(allow_other: bool) -> dict[str, str]:
     import torch
     import transformers
@@ -124,18 +99,6 @@ def read_clip(name: str) -> np.ndarray:
         assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
     return (pcm.astype(np.float32) / np.float32(32768.0)).astype(np.float32)
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez with fixed timestamps and compression (reproducible bytes)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
 
 
 # -- models ------------------------------------------------------------------------------------

@@ -34,15 +34,14 @@ Seeds are fixed and weights are rounded to bfloat16, so the stored weights are e
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import sys
-import zipfile
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+from fixture_common import TEXT, log, write_npz
 
 REQUIRED = {"torch": "2.14.1", "timm": "1.0.31", "transformers": "5.24.0"}
 SEED = 20251128
@@ -70,26 +69,6 @@ STRUCTURE = {
     "msfa_output_resolution": 16,
     "msfa_expansion_ratio": 2.0,
 }
-TEXT = dict(
-    vocab_size=160,  # 128 text + 16 vision + 16 audio ids
-    vocab_size_per_layer_input=128,
-    hidden_size=16,
-    hidden_size_per_layer_input=4,
-    num_hidden_layers=2,
-    intermediate_size=[16, 16],
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=8,
-    sliding_window=8,
-    num_kv_shared_layers=0,
-    laurel_rank=2,
-    altup_num_inputs=4,
-    activation_sparsity_pattern=[0.0, 0.0],
-    max_position_embeddings=256,
-    pad_token_id=0,
-    eos_token_id=[1, 106 % 128],
-    bos_token_id=2,
-)
 QK_GAIN = 2.0  # query/key projections at 2/sqrt(fan_in): attention is far from uniform
 PREPROCESSOR = {
     "do_convert_rgb": True,
@@ -103,10 +82,6 @@ PREPROCESSOR = {
     "rescale_factor": 1 / 255,
     "size": {"height": 256, "width": 256},
 }
-
-
-def log(*a: object) -> None:
-    print(*a, flush=True)
 
 
 def check_versions(allow_other: bool) -> dict[str, str]:
@@ -127,18 +102,6 @@ def check_versions(allow_other: bool) -> dict[str, str]:
     if bad and not allow_other:
         sys.exit(f"unexpected versions {bad}: {versions}; pass --allow-other-versions")
     return versions
-
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez with fixed timestamps and compression (reproducible bytes)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
 
 
 # -- images ------------------------------------------------------------------------------------

@@ -52,11 +52,12 @@ def check_needs_are_allowed(service: dict[str, list[str]]) -> None:
     assert {"AF_UNIX", "AF_INET", "AF_INET6"} <= set(families)
     assert service["PrivateNetwork"] in ([], ["no"])
     assert service["IPAddressDeny"] == [] or "any" in words(service["IPAddressAllow"])
-    # Devices: ALSA and video4linux, read and write.
+    # Devices: ALSA and video4linux, read and write; input events (push-to-talk key), read.
     assert service["PrivateDevices"] in ([], ["no"])
     allowed = {v.split()[0]: v.split()[1] for v in service["DeviceAllow"]}
     assert "rw" in allowed.get("char-alsa", "") and "rw" in allowed.get("char-video4linux", "")
-    assert set(words(service["SupplementaryGroups"])) >= {"audio", "video"}
+    assert "r" in allowed.get("char-input", "")
+    assert set(words(service["SupplementaryGroups"])) >= {"audio", "video", "input"}
     # Directories: state (outbox, snapshots) writable, configuration readable.
     assert service["StateDirectory"] == ["edgeagent"]
     assert Settings().daemon.state_dir == Path("/var/lib") / "edgeagent"

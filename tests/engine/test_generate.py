@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeagent.engine import GREEDY, SamplingParams, TextModel, generate
-from edgeagent.engine.sampling import Sampler
+from edgeagent.engine.sampling import Sampler, ranked
 from edgeagent.errors import EngineError
 
 
@@ -55,3 +55,15 @@ def test_invalid_sampling_parameters_are_refused() -> None:
         SamplingParams(top_p=0.0)
     with pytest.raises(EngineError, match="temperature"):
         SamplingParams(temperature=-1)
+
+
+def test_top_k_ranking_matches_a_full_stable_sort() -> None:
+    """The partitioned top-k equals the first k of a full sort, ties broken by id."""
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        # coarse values: many ties, also across the k-th place
+        logits = rng.integers(-40, 40, size=5000).astype(np.float32) / np.float32(4.0)
+        full = np.argsort(-logits.astype(np.float64), kind="stable")
+        for k in (1, 7, 64, 4999, 5000, 6000):
+            assert np.array_equal(ranked(logits, k), full[:k]), (trial, k)
+    assert np.array_equal(ranked(logits, 0), full)

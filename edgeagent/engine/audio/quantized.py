@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,8 +37,6 @@ from edgeagent.engine.audio.kernels import (
     projection_weights,
 )
 from edgeagent.engine.audio.weights import AudioWeights
-from edgeagent.engine.reference import as_f32
-from edgeagent.engine.safetensors_io import SafetensorsWriter, TensorSpec
 from edgeagent.errors import EngineError
 
 if TYPE_CHECKING:
@@ -51,7 +47,6 @@ _LOGGER = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 SENSITIVE = ("subsample_conv_projection.input_proj_linear", "embedding_projection")
-_CHUNK_ELEMENTS = 1 << 23
 AUDIO_BLOCK_SIZES = (32, 64, 128, 256)
 DEFAULT_BLOCK_SIZE = 256
 """Weights per scale in the audio copy. At 4 rows per call (a 160 ms push) x86's
@@ -102,47 +97,11 @@ def write_audio_store(
     source: Any = None,
 ) -> Path:
     """Quantize every audio projection into ``directory`` (replaced); return it."""
-    from edgeagent.engine.quantize import (  # noqa: PLC0415
-        column_scales,
-        quantize_blockwise,
-    )
+    from edgeagent.engine.matrix_store import write_matrix_store  # noqa: PLC0415
 
     check_audio_format(bits, block_size)
     manifest = _manifest(weights, bits, block_size, source)
-    specs = []
-    for name, (n, k, unit_bits) in manifest["matrices"].items():
-        nb = -(-k // block_size)
-        specs += [
-            TensorSpec(name + ".qweight", np.dtype("u1"), (n, nb, block_size * unit_bits // 8)),
-            TensorSpec(name + ".scales", np.dtype(np.float32), (n * nb,)),
-            TensorSpec(name + ".colscale", np.dtype(np.float32), (k,)),
-        ]
-    tmp = directory.parent / f".{directory.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        with SafetensorsWriter(tmp / WEIGHTS_FILE, specs, {"format": "edgeagent-matmulnbits"}) as w:
-            for name, matrix in projection_weights(weights):
-                unit_bits = manifest["matrices"][name][2]
-                n, k = matrix.shape
-                step = max(1, _CHUNK_ELEMENTS // k)
-                peak = np.max(np.abs(as_f32(np.asarray(matrix))), axis=0)  # [K]
-                colscale = column_scales(peak[None, :])
-                scales = []
-                for start in range(0, n, step):
-                    block = as_f32(np.asarray(matrix[start : start + step])) / colscale
-                    packed, s = quantize_blockwise(block, unit_bits, block_size)
-                    w.write(name + ".qweight", packed)
-                    scales.append(s.reshape(-1))
-                w.write(name + ".scales", np.concatenate(scales))
-                w.write(name + ".colscale", colscale)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_matrix_store(directory, manifest, projection_weights(weights))
     _LOGGER.info("wrote %d-bit audio projections to %s", bits, directory)
     return directory
 

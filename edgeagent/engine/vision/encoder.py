@@ -40,6 +40,7 @@ class VisionEncoder:
         self.config = cfg
         self.weights = weights
         self.image_config = image
+        self.kernels = "reference (numpy float32, stored weights widened at use)"
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint) -> VisionEncoder:
@@ -72,15 +73,7 @@ class VisionEncoder:
         """Soft tokens of preprocessed pixels ``[S, S, 3]`` float32 (what transformers takes as
         ``pixel_values``, channels last). ``project=False`` returns the tower's own tokens
         ``[256, hidden]`` (before the √hidden scale and ``embed_vision``)."""
-        if (
-            not isinstance(pixels, np.ndarray)
-            or pixels.ndim != 3
-            or pixels.shape[2] != 3
-            or pixels.shape[0] != pixels.shape[1]
-        ):
-            shape = list(pixels.shape) if isinstance(pixels, np.ndarray) else type(pixels).__name__
-            raise VisionError(f"pixels must be a square [S, S, 3] array, got {shape}")
-        self._check_size(pixels.shape[0])
+        self._check_pixels(pixels)
         soft = self.tower(as_f32(pixels))  # [256, hidden]
         return self.embed(soft) if project else soft
 
@@ -107,6 +100,17 @@ class VisionEncoder:
         normed = rms_norm(scaled, w.soft_embedding_norm, cfg.rms_norm_eps)
         projected = np.matmul(normed, as_f32(w.embedding_projection).T)  # [k, text_H]
         return rms_norm(projected, None, cfg.rms_norm_eps)
+
+    def _check_pixels(self, pixels: np.ndarray) -> None:
+        if (
+            not isinstance(pixels, np.ndarray)
+            or pixels.ndim != 3
+            or pixels.shape[2] != 3
+            or pixels.shape[0] != pixels.shape[1]
+        ):
+            shape = list(pixels.shape) if isinstance(pixels, np.ndarray) else type(pixels).__name__
+            raise VisionError(f"pixels must be a square [S, S, 3] array, got {shape}")
+        self._check_size(pixels.shape[0])
 
     def _check_size(self, size: int) -> None:
         try:

@@ -33,6 +33,7 @@ from edgeagent.errors import ConfigError, DaemonError, EdgeAgentError
 from edgeagent.governor.stage import Governor, GovernorService
 from edgeagent.pipeline.assistant import Assistant
 from edgeagent.pipeline.service import AssistantService
+from edgeagent.pipeline.vision import Vision
 from edgeagent.pipeline.voice import Voice
 from edgeagent.publish.mqtt import MqttPublisher
 from edgeagent.publish.service import PublishService
@@ -285,7 +286,8 @@ def build_supervisor(settings: Settings, notifier: Notifier | None = None) -> Su
     READY=1), ``assistant`` (commands and the conversation; the model loads
     before READY=1) and, with ``governor.enabled``, ``governor`` (sensors and
     the tier policy) and, with ``audio.enabled`` and a ``model.path``, ``voice``
-    (capture, voice activity, the speech tasks).
+    (capture, voice activity, the speech tasks), with ``camera.enabled`` and a
+    ``model.path``, ``vision`` (camera, frame gate, vision encoder, describe).
     """
     stages = [(name, stage_factory(name)) for name in settings.daemon.stages]
     startup: list[StartupStep] = [ensure_state_dir]
@@ -306,6 +308,8 @@ def build_supervisor(settings: Settings, notifier: Notifier | None = None) -> Su
             core.append(("governor", lambda ctx: Governor(ctx, governor)))
         if settings.audio.enabled and settings.model.path is not None:
             core.append(("voice", lambda ctx: Voice(ctx, assistant)))
+        if settings.camera.enabled and settings.model.path is not None:
+            core.append(("vision", lambda ctx: Vision(ctx, assistant)))
         taken = {name for name, _ in core} & set(settings.daemon.stages)
         if taken:
             raise ConfigError(f"daemon.stages: {', '.join(sorted(taken))} always runs; remove it")

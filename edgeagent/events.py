@@ -132,20 +132,28 @@ class Answer(Result):
     tier: str
     decode_tokens_per_s: float | None = None
     stop_reason: str | None = None
+    image_tokens: int | None = None
+    """cmd/ask: image soft tokens in the prompt the answer was decoded from (counted in the
+    conversation); None: not counted (spoken turns)."""
+    frame_id: str | None = None
+    """cmd/ask with look: the camera frame the question was asked about."""
 
     def body(self) -> dict[str, Any]:
-        return self._with_request(
-            {
-                "utterance_id": self.utterance_id,
-                "text": self.text,
-                "final": self.final,
-                "tokens": self.tokens,
-                "ttft_ms": self.ttft_ms,
-                "tier": self.tier,
-                "decode_tokens_per_s": self.decode_tokens_per_s,
-                "stop_reason": self.stop_reason,
-            }
-        )
+        body = {
+            "utterance_id": self.utterance_id,
+            "text": self.text,
+            "final": self.final,
+            "tokens": self.tokens,
+            "ttft_ms": self.ttft_ms,
+            "tier": self.tier,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "stop_reason": self.stop_reason,
+        }
+        if self.image_tokens is not None:
+            body["image_tokens"] = self.image_tokens
+        if self.frame_id is not None:
+            body["frame_id"] = self.frame_id
+        return self._with_request(body)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,6 +227,7 @@ class Ask(Command):
     name: ClassVar[str] = "ask"
     text: str
     max_new_tokens: int | None = None
+    look: bool = False  # ask about the next camera frame sent on
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -246,7 +255,7 @@ class Reset(Command):
     name: ClassVar[str] = "reset"
 
 
-Task = Literal["assistant", "transcribe", "translate"]
+Task = Literal["assistant", "transcribe", "translate", "describe"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -254,6 +263,7 @@ class SetTask(Command):
     name: ClassVar[str] = "task"
     task: Task
     target_language: str | None = None
+    enabled: bool = True  # describe: on or off (the speech task is not changed by it)
 
 
 # -- governor ------------------------------------------------------------------------------

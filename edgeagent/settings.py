@@ -312,7 +312,11 @@ class CameraSettings(BaseModel):
 
     model_config = _SECTION
 
-    enabled: bool = Field(True, description="Capture frames from the camera: true or false.")
+    enabled: bool = Field(
+        True,
+        description="Capture frames from the camera and, with a model.path that has a vision "
+        "tower, run the vision stage (scene changes, look, describe): true or false.",
+    )
     source: Literal["auto", "device", "stream", "file", "folder"] = Field(
         "auto",
         description='What device names: "device" (a video4linux device path or an OpenCV index), '
@@ -385,6 +389,33 @@ class CameraSettings(BaseModel):
         le=86400,
         description="Send a frame on at least this often even when the scene is unchanged, s, "
         "0-86400; 0: never (only scene changes and requests).",
+    )
+    look_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description='How long cmd/ask with "look": true waits for the next camera frame to be '
+        "sent on and encoded, s, above 0 and at most 120; then the ask fails with a no_camera "
+        "error.",
+    )
+    max_images_in_context: int = Field(
+        3,
+        ge=0,
+        le=32,
+        description="Camera images (256 soft tokens each) kept in the conversation, 0-32: when "
+        "the cache is next rebuilt (tier switch, full context, forgotten turns, restart) older "
+        "images are dropped with their markers, the words of their turns kept.",
+    )
+    describe: bool = Field(
+        False,
+        description="Publish a scene description on <base>/vision for every frame the gate sends "
+        'on, from start-up: true or false (cmd/task {"task": "describe"} switches it too).',
+    )
+    describe_max_tokens: int = Field(
+        48,
+        ge=1,
+        le=512,
+        description="Longest scene description, tokens, 1-512.",
     )
 
     @model_validator(mode="after")

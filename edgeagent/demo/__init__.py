@@ -97,6 +97,7 @@ def demo_settings(options: DemoOptions, model: Path, state_dir: Path, port: int)
         {
             "model": {"path": str(model), "kernels": options.kernels, "max_context": 1024},
             "audio": {"source": "file", "file": str(CLIP), "file_realtime": options.realtime},
+            "camera": {"enabled": False},  # voice only: never open the machine's webcam
             "voice": {
                 "task": options.task,
                 "target_language": options.target_language,

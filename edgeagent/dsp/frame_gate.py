@@ -4,7 +4,7 @@ Encoding a frame costs the vision tower plus 256 soft tokens of prefill, so
 the gate lets a frame through only when it matters: the first frame, a
 changed scene, a heartbeat every ``interval_s`` (0 or ``None``: no
 heartbeat), or an explicit :meth:`FrameGate.request` (``cmd/ask`` with
-``"look": true``, the ``describe`` task): the next frame offered goes on.
+``"look": true``): the next frame offered goes on.
 
 The comparison is cheap and tolerant of what a still camera sees anyway.
 Each frame becomes a thumbnail (:func:`thumbnail`): luma, area-averaged to
@@ -112,9 +112,11 @@ class GateDecision:
         """The first frame or a change beyond the threshold: publish a ``scene_change`` event."""
         return self.reason in ("first", "scene_change")
 
-    def data(self, frame_index: int, at_s: float) -> dict[str, Any]:
-        """The fields of a ``scene_change`` event on ``<base>/event`` (docs/mqtt.md)."""
+    def data(self, frame_index: int, at_s: float, frame_id: str) -> dict[str, Any]:
+        """The fields of a ``scene_change`` event on ``<base>/event`` (docs/mqtt.md);
+        ``frame_id``: the id the frame's results (``<base>/vision``, answers) carry."""
         return {
+            "frame_id": frame_id,
             "frame_index": frame_index,
             "at_s": round(at_s, 3),
             "reason": self.reason,

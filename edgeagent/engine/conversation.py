@@ -55,6 +55,7 @@ class Conversation:
         self._unfed: list[Segment] = []  # history not yet in the cache
         self._logits: np.ndarray | None = None  # after the cache's last token, if not yet answered
         self._turn = 0
+        self.max_images: int | None = None  # images kept when the cache is rebuilt; None: all
         bos = model.config.bos_token_id
         if bos is not None:
             self._append(Segment(np.array([bos], dtype=np.int64)))
@@ -106,6 +107,7 @@ class Conversation:
         self._reset_cache()
 
     def _reset_cache(self) -> None:
+        self._prune_images()
         self.state = self.model.new_state(self.state.tier, self.max_context)
         self._unfed = list(self.history)
         self._logits = None
@@ -207,6 +209,7 @@ class Conversation:
         Returns how many tokens were prefilled.
         """
         plan = self.model.tier(tier) if tier is not None else self.state.tier
+        self._prune_images()
         self.state = self.model.new_state(plan, self.max_context)
         self._unfed = list(self.history)
         self._logits = None
@@ -229,3 +232,65 @@ class Conversation:
         _LOGGER.info("context full (%d tokens): dropped turns %s, rebuilding", needed, dropped)
         self.history = [s for s in self.history if s.turn not in dropped]
         self._reset_cache()
+
+    # -- images (Gemma 3n: <start_of_image>, 256 soft tokens, <end_of_image>) ------------
+
+    def _image_markers(self) -> tuple[int, int, int]:
+        """``(boi, image, eoi)`` token ids of the checkpoint's config."""
+        tokens = self.model.checkpoint.multimodal_tokens
+        boi, soft, eoi = tokens.boi_token_id, tokens.image_token_id, tokens.eoi_token_id
+        if boi is None or soft is None or eoi is None:
+            raise EngineError(
+                f"{self.model.checkpoint.path}: config.json names no image tokens "
+                "(boi_token_id, image_token_id, eoi_token_id): it cannot take images"
+            )
+        return boi, soft, eoi
+
+    def add_image(self, embeds: np.ndarray) -> None:
+        """Append an image to the current turn: ``<start_of_image>``, its soft tokens
+        ``[k, H]`` (the vision encoder's output), ``<end_of_image>``; not fed yet."""
+        boi, soft, eoi = self._image_markers()
+        self.add_ids([boi])
+        self.add_ids(np.full(len(embeds), soft, np.int64), embeds)  # [k], [k, H]
+        self.add_ids([eoi])
+
+    def _image_runs(self) -> list[int]:
+        """Indices in the history of the soft-token segments of images, oldest first."""
+        soft = self.model.checkpoint.multimodal_tokens.image_token_id
+        if soft is None:
+            return []
+        return [
+            i
+            for i, s in enumerate(self.history)
+            if s.embeds is not None and len(s) and bool(np.all(s.ids == soft))
+        ]
+
+    def images(self) -> int:
+        """Images in the history (fed or not)."""
+        return len(self._image_runs())
+
+    def image_tokens(self) -> int:
+        """Image soft tokens in the history (fed or not): what the next answer's prompt holds."""
+        return sum(len(self.history[i]) for i in self._image_runs())
+
+    def _prune_images(self) -> None:
+        """Before a rebuild: drop all but the newest ``max_images`` images (soft tokens and
+        their ``<start_of_image>`` / ``<end_of_image>`` markers); the turns' words stay."""
+        if self.max_images is None:
+            return
+        runs = self._image_runs()
+        excess = runs[: max(0, len(runs) - self.max_images)]
+        if not excess:
+            return
+        boi, _, eoi = self._image_markers()
+        gone: set[int] = set()
+        for i in excess:
+            gone.add(i)
+            before, after = self.history[i - 1 : i], self.history[i + 1 : i + 2]
+            if before and before[0].ids.tolist() == [boi]:
+                gone.add(i - 1)
+            if after and after[0].ids.tolist() == [eoi]:
+                gone.add(i + 1)
+        _LOGGER.info("dropping %d older images from the conversation (budget %d)",
+                     len(excess), self.max_images)  # fmt: skip
+        self.history = [s for i, s in enumerate(self.history) if i not in gone]

@@ -7,12 +7,21 @@ blocks and the conversation is never touched by two threads.
 
 Commands and what they cause (every command also updates the state message):
 
-- ``ask``: the answer on ``<base>/answer`` (and the response topic); without
-  a model, an ``error`` event ``no_model``.
+- ``ask``: the answer on ``<base>/answer`` (and the response topic), with
+  ``image_tokens`` (image soft tokens in its prompt, counted in the
+  conversation); without a model, an ``error`` event ``no_model``. With
+  ``"look": true`` the gate is asked for the next camera frame, the ask waits
+  up to ``camera.look_timeout_s`` for its soft tokens and the user turn is
+  ``<start_of_image>`` + 256 soft tokens + ``<end_of_image>`` + the question
+  (:mod:`~edgeagent.pipeline.prompts`); the answer names the ``frame_id``. No
+  camera frame: an ``error`` event ``no_camera``; vision off on the governor's
+  rung: ``vision_off``.
 - ``tier``: ``auto`` or a tier the checkpoint offers and the device allows;
   the conversation is rebuilt under it; a ``tier_changed`` event.
 - ``mute`` / ``listen`` / ``task``: ``mute_changed``, ``listening_changed``,
   ``task_changed`` events (capture and the voice pipeline read the state).
+  ``task`` ``describe`` (``enabled`` true or false) switches scene descriptions
+  on ``<base>/vision`` on or off and leaves the speech task as it is.
 - ``reset``: a new, empty conversation; a ``conversation_reset`` event.
 
 The governor (when ``governor.enabled``) sends :class:`TierRequest` decisions;
@@ -50,8 +59,10 @@ from edgeagent.events import (
     error_event,
     new_id,
 )
+from edgeagent.pipeline import prompts
 from edgeagent.pipeline.answering import Generated, LoopSink, PartialSink
 from edgeagent.pipeline.service import AUTO, AssistantService
+from edgeagent.pipeline.sight import NoSight, SeenFrame
 from edgeagent.stages import Stage, StageContext
 
 _LOGGER = logging.getLogger(__name__)
@@ -130,6 +141,13 @@ class Assistant(Stage):
                 error_event("no_model", "no model is loaded (model.path)", "ask", command.reply)
             )
             return
+        seen: SeenFrame | None = None
+        if command.look:
+            try:
+                seen = await self._look()
+            except NoSight as exc:
+                await self._emit(error_event(exc.code, str(exc), "ask", command.reply))
+                return
         limit = service.token_limit(command.max_new_tokens)
         utterance_id = new_id()
         tier = service.running_tier() or "full"
@@ -140,13 +158,17 @@ class Assistant(Stage):
                             ttft_ms=0.0, tier=tier, reply=command.reply))  # fmt: skip
 
         async with service.turn_lock:
-            answer = await service.in_worker(self._answer_text, command.text, limit, partial)
+            answer, image_tokens = await service.in_worker(
+                self._answer_text, command.text, limit, partial, seen
+            )
         await self._emit(
             Answer(
                 utterance_id=utterance_id,
                 tier=tier,
                 reply=command.reply,
                 final=True,
+                image_tokens=image_tokens,
+                frame_id=None if seen is None else seen.frame_id,
                 **answer.fields(),
             )
         )
@@ -154,15 +176,34 @@ class Assistant(Stage):
             StateUpdate({"decode_tokens_per_s": answer.decode_tokens_per_s})
         )
 
-    def _answer_text(self, text: str, limit: int, partial: PartialSink) -> Generated:
-        """Worker thread, turn lock held: a typed user turn and its answer."""
+    async def _look(self) -> SeenFrame:
+        """The next camera frame sent on, encoded (``cmd/ask`` with ``"look": true``)."""
+        service = self.service
+        rung = service.rung_limits()
+        if rung is not None and not rung.vision:
+            message = f"cannot look: vision is off on the {rung.name} tier"
+            raise NoSight("vision_off", message)
+        return await service.sight.look(self.ctx.settings.camera.look_timeout_s)
+
+    def _answer_text(
+        self, text: str, limit: int, partial: PartialSink, seen: SeenFrame | None = None
+    ) -> tuple[Generated, int]:
+        """Worker thread, turn lock held: a typed user turn (with the frame ``seen``: the image,
+        then the text) and its answer; and the image soft tokens in the answer's prompt."""
         service = self.service
         conversation = service.conversation
         assert conversation is not None
         service.start_turn()
-        conversation.add_text(chat.turn("user", text) + chat.generation_prompt())
+        if seen is None:
+            conversation.add_text(chat.turn("user", text) + chat.generation_prompt())
+        else:
+            conversation.add_text(prompts.image_turn_opening())
+            conversation.add_image(seen.tokens)
+            conversation.add_text(prompts.image_turn_closing(text))
         try:
-            return service.answer(conversation, limit, partial)
+            answer = service.answer(conversation, limit, partial)
+            # counted after the prefill, which may have made room by dropping old turns
+            return answer, conversation.image_tokens()
         finally:
             service.end_turn()
 
@@ -247,6 +288,11 @@ class Assistant(Stage):
         await self._emit(Event(event_type="conversation_reset", reply=command.reply))
 
     async def _task(self, command: SetTask) -> None:
+        if command.task == "describe":
+            self.service.describing = command.enabled
+            data = {"task": "describe", "target_language": None, "enabled": command.enabled}
+            await self._emit(Event(event_type="task_changed", data=data, reply=command.reply))
+            return
         self.service.task = command.task
         self.service.target_language = command.target_language
         data = {"task": command.task, "target_language": command.target_language}

@@ -3,11 +3,13 @@
 One ``conversation.npz`` in ``daemon.state_dir``, replaced atomically (written
 beside, fsynced, renamed). It holds the token ids of every history segment,
 the turn each belongs to, when each turn started (wall clock, s), and for
-spoken turns the audio encoder's outputs (soft-token embeddings, stored as
-float16: never audio). A file that does not match the loaded model (another
-hidden size or vocabulary) or cannot be read is set aside as
-``conversation.npz.unreadable`` with a warning and the conversation starts
-empty: the daemon keeps running.
+spoken turns the audio encoder's outputs, for looked-at camera frames the
+vision encoder's (soft-token embeddings, stored as float16: never audio or
+pixels; images beyond ``camera.max_images_in_context`` are dropped when the
+conversation is rebuilt, e.g. after it is read back). A file that does not
+match the loaded model (another hidden size or vocabulary) or cannot be read
+is set aside as ``conversation.npz.unreadable`` with a warning and the
+conversation starts empty: the daemon keeps running.
 
 Retention: :func:`expired_turns` names the turns past ``voice.history_max_turns``
 or older than ``voice.history_max_age_s``; the assistant forgets them before

@@ -6,6 +6,12 @@ the soft tokens, ``<end_of_audio>\\n\\n<end_of_turn>\\n<start_of_turn>model\\n``
 the audio). The instruction comes before the audio, so everything up to the
 last soft token is prefilled while the person is still speaking; at the end
 of speech only the closing tokens remain.
+
+A user turn with a camera image (``cmd/ask`` with ``"look": true``, the
+``describe`` task) is laid out the same way, the image first:
+``<start_of_turn>user\n\n\n<start_of_image>``, 256 soft tokens,
+``<end_of_image>\n\n{question}<end_of_turn>\n<start_of_turn>model\n`` (the
+processor puts ``\n\n`` around ``<start_of_image>`` … ``<end_of_image>``).
 """
 
 from __future__ import annotations
@@ -54,6 +60,39 @@ def spoken_turn_opening(task: str, target_language: str | None) -> str:
 def spoken_turn_closing() -> str:
     """The text after ``<end_of_audio>``: close the user turn, open the model's."""
     return "\n\n" + chat.END + "\n" + chat.generation_prompt()
+
+
+DESCRIBE = (
+    "Describe this scene in one short sentence. Then, on a new line, write 'Tags:' and up "
+    "to five one-word tags, separated by commas."
+)
+_TAGS = re.compile(r"^\W*tags\W*:(.*)$", re.IGNORECASE | re.MULTILINE)
+_MAX_TAGS = 8
+
+
+def image_turn_opening() -> str:
+    """The text of a user turn with an image, up to ``<start_of_image>`` (not included)."""
+    return f"{chat.START}user\n\n\n"
+
+
+def image_turn_closing(question: str) -> str:
+    """The text after ``<end_of_image>``: the question, closing the user turn, opening the
+    model's."""
+    return f"\n\n{question}{chat.END}\n" + chat.generation_prompt()
+
+
+def split_description(text: str) -> tuple[str, tuple[str, ...]]:
+    """A description as the model wrote it (:data:`DESCRIBE`) -> (the sentence, its tags).
+
+    The tags are read from a ``Tags:`` line (comma-separated, lower-cased, at most eight);
+    without one there are none, and the whole text is the description.
+    """
+    match = _TAGS.search(text)
+    if match is None:
+        return text.strip(), ()
+    tags = [t.strip(" .;:!?\"'").lower() for t in match.group(1).split(",")]
+    sentence = (text[: match.start()] + text[match.end() :]).strip()
+    return sentence, tuple(dict.fromkeys(t for t in tags if t))[:_MAX_TAGS]
 
 
 def text_turn(task: str, text: str, target_language: str | None) -> str:

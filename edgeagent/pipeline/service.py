@@ -4,7 +4,9 @@
 decode, a tier switch's rebuild, a reset — runs on its single worker thread,
 so the event loop never blocks and the conversation is never touched by two
 threads; the audio encoder has a thread of its own, so speech is encoded
-while an answer is being decoded.
+while an answer is being decoded, and so has the vision encoder (camera
+frames are encoded while the model answers; :class:`~edgeagent.pipeline.sight.Sight`
+keeps the newest encoded frame for ``cmd/ask`` with ``"look": true``).
 
 A turn of the conversation (a typed ``ask`` or an utterance) holds
 :attr:`AssistantService.turn_lock` from its first token to its answer, so
@@ -32,11 +34,13 @@ from edgeagent.governor.ladder import Ladder, Rung, build_ladder
 from edgeagent.governor.stage import GovernorService
 from edgeagent.pipeline import history
 from edgeagent.pipeline.answering import Generated, PartialSink, generate
+from edgeagent.pipeline.sight import Sight
 from edgeagent.settings import Settings
 from edgeagent.stages import StageContext
 
 if TYPE_CHECKING:
     from edgeagent.engine.audio import AudioEncoder
+    from edgeagent.engine.vision import VisionEncoder
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -65,6 +69,9 @@ class AssistantService:
         )
         self.turns = 0
         self.audio: AudioEncoder | None = None
+        self.vision: VisionEncoder | None = None
+        self.sight = Sight(settings.camera)
+        self.describing = settings.camera.describe  # the describe task (cmd/task)
         self.turn_times: dict[int, float] = {}  # turn number -> wall-clock start, s
         self.generating = False  # an answer is being decoded
         self.cancel_answer = threading.Event()  # barge-in: stop that answer at its next token
@@ -73,6 +80,7 @@ class AssistantService:
         self.voice_done = asyncio.Event()  # a finite audio source ended and was answered
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="edgeagent-worker")
         self._audio_worker = ThreadPoolExecutor(1, thread_name_prefix="edgeagent-audio")
+        self._vision_worker = ThreadPoolExecutor(1, thread_name_prefix="edgeagent-vision")
 
     @property
     def turn_lock(self) -> asyncio.Lock:
@@ -88,6 +96,10 @@ class AssistantService:
     async def in_audio_worker(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(*args)`` on the audio encoder's thread."""
         return await asyncio.get_running_loop().run_in_executor(self._audio_worker, fn, *args)
+
+    async def in_vision_worker(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(*args)`` on the vision encoder's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._vision_worker, fn, *args)
 
     def in_background(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
         """Queue ``fn(*args)`` on the worker thread without waiting; failures are logged."""
@@ -133,6 +145,8 @@ class AssistantService:
                 await self.in_worker(self.conversation.rebuild, tier)
         if self.settings.audio.enabled:
             self.audio = await self.in_worker(self._load_audio, model)
+        if self.settings.camera.enabled:
+            self.vision = await self.in_worker(self._load_vision, model)
         _LOGGER.info("model %s loaded in %.1fs", path, time.monotonic() - started)
 
     def _load_audio(self, model: engine.TextModel) -> AudioEncoder | None:
@@ -149,10 +163,29 @@ class AssistantService:
             _LOGGER.warning("no audio encoder, speech is not processed: %s", exc)
             return None
 
+    def _load_vision(self, model: engine.TextModel) -> VisionEncoder | None:
+        from edgeagent.engine.vision import load_vision  # noqa: PLC0415 - only with a camera
+
+        kernels = self.settings.model.kernels
+        try:
+            try:
+                # one ONNX Runtime pool per process, as for the audio encoder
+                return load_vision(model.checkpoint, kernels, threads=self.settings.model.threads)
+            except EngineError as exc:
+                if kernels == "reference" or isinstance(exc, CheckpointError):
+                    raise
+                _LOGGER.warning("vision encoder: %s kernels unavailable (%s); using reference",
+                                kernels, exc)  # fmt: skip
+                return load_vision(model.checkpoint, "reference")
+        except CheckpointError as exc:
+            _LOGGER.warning("no vision encoder, camera frames are not encoded: %s", exc)
+            return None
+
     def _new_conversation(self) -> engine.Conversation:
         """A fresh conversation under the running tier, with the system prompt (worker)."""
         assert self.model is not None
         conversation = engine.Conversation(self.model, self.engine_tier(self.running_tier()))
+        conversation.max_images = self.settings.camera.max_images_in_context
         if self.settings.voice.system_prompt:
             conversation.add_text(engine.chat.turn("user", self.settings.voice.system_prompt))
         return conversation
@@ -293,11 +326,13 @@ class AssistantService:
             "task": self.task,
             "target_language": self.target_language,
             "conversation_turns": self.turns,
+            "describing": self.describing,
         }
 
     async def close(self) -> None:
         """Clean-up step: stop the worker threads (after their current jobs)."""
         self._audio_worker.shutdown(wait=True, cancel_futures=True)
+        self._vision_worker.shutdown(wait=True, cancel_futures=True)
         self._worker.shutdown(wait=True, cancel_futures=True)
 
 

@@ -6,13 +6,15 @@ or, for the controls Home Assistant drives and for push-to-talk, a plain word:
 =========  ============================================  =====================
 command    JSON object                                   plain word
 =========  ============================================  =====================
-ask        ``{"text": "...", "max_new_tokens": 64}``     —
+ask        ``{"text": "...", "max_new_tokens": 64,       —
+           "look": false}``
 listen     ``{"action": "start" | "stop"}``              ``start``, ``stop``
 tier       ``{"tier": "auto" | "<tier name>"}``          the tier (select)
 mute       ``{"muted": true | false}``                   ``ON``, ``OFF`` (switch)
 reset      ``{}``                                        ``PRESS`` (button)
 task       ``{"task": "translate", "target_language":    —
-           "de"}``
+           "de"}``, ``{"task": "describe", "enabled":
+           true}``
 =========  ============================================  =====================
 
 Every JSON form may carry ``request_id`` (a string, echoed in what the command
@@ -66,6 +68,7 @@ class _Payload(BaseModel):
 class AskPayload(_Payload):
     text: str = Field(min_length=1, max_length=8192)
     max_new_tokens: int | None = Field(None, ge=1, le=1024)
+    look: bool = False
 
 
 class ListenPayload(_Payload):
@@ -85,8 +88,9 @@ class ResetPayload(_Payload):
 
 
 class TaskPayload(_Payload):
-    task: Literal["assistant", "transcribe", "translate"]
+    task: Literal["assistant", "transcribe", "translate", "describe"]
     target_language: LanguageTag | None = None
+    enabled: bool = True  # describe only
 
     @model_validator(mode="after")
     def _target_only_for_translate(self) -> Self:
@@ -94,6 +98,8 @@ class TaskPayload(_Payload):
             raise ValueError("translate needs target_language")
         if self.task != "translate" and self.target_language is not None:
             raise ValueError(f"{self.task} takes no target_language")
+        if self.task != "describe" and "enabled" in self.model_fields_set:
+            raise ValueError(f"{self.task} takes no enabled (only describe does)")
         return self
 
 
@@ -174,7 +180,9 @@ def _fields(name: str, text: str) -> dict[str, Any] | str:
 
 def _command(model: _Payload, reply: ReplyTo) -> Command:
     if isinstance(model, AskPayload):
-        return Ask(text=model.text, max_new_tokens=model.max_new_tokens, reply=reply)
+        return Ask(
+            text=model.text, max_new_tokens=model.max_new_tokens, look=model.look, reply=reply
+        )
     if isinstance(model, ListenPayload):
         return Listen(start=model.action == "start", reply=reply)
     if isinstance(model, TierPayload):
@@ -182,7 +190,8 @@ def _command(model: _Payload, reply: ReplyTo) -> Command:
     if isinstance(model, MutePayload):
         return Mute(muted=model.muted, reply=reply)
     if isinstance(model, TaskPayload):
-        return SetTask(task=model.task, target_language=model.target_language, reply=reply)
+        return SetTask(task=model.task, target_language=model.target_language,
+                       enabled=model.enabled, reply=reply)  # fmt: skip
     return Reset(reply=reply)
 
 

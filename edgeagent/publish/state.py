@@ -29,6 +29,7 @@ PROMPT_FIELDS = frozenset(
         "target_language",
         "model",
         "conversation_turns",
+        "describing",
     }
 )
 
@@ -52,6 +53,7 @@ class DeviceState:
             "charging": None,
             "temperature_c": None,
             "decode_tokens_per_s": None,
+            "describing": False,
         }
         self.overflow_policy = overflow_policy
 

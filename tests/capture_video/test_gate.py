@@ -148,7 +148,7 @@ def test_scale_does_not_matter_and_the_event_matches_the_schema() -> None:
     decision = gate.offer(tiny, 1.0)
     assert decision.send and decision.reason == "scene_change" and decision.score == 1.0
     payload = {"msg_id": "0" * 32, "seq": 1, "ts": "2026-01-01T00:00:00Z",
-               "event_type": "scene_change", **decision.data(7, 1.0)}  # fmt: skip
+               "event_type": "scene_change", **decision.data(7, 1.0, "f" * 32)}  # fmt: skip
     assert payload["frame_index"] == 7 and payload["reason"] == "scene_change"
     assert not list(VALIDATORS["event"].iter_errors(payload))
     bad = {**payload, "reason": "interval"}

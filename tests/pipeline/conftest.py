@@ -15,6 +15,7 @@ from tests.publish.conftest import (  # noqa: F401 - fixtures, found by name
     mosquitto,
     short_tmp,
     subscribers,
+    tiny_model,
 )
 
 CLIPS = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "clips"

@@ -17,13 +17,14 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeagent.engine.quantize import (
+    FORMAT,
     MANIFEST_FILE,
     WEIGHTS_FILE,
     QuantizedStore,
@@ -37,6 +38,25 @@ from edgeagent.errors import EngineError
 _LOGGER = logging.getLogger(__name__)
 
 _CHUNK_ELEMENTS = 1 << 23  # rows are quantized ≤ 8 M weights (32 MB float32) at a time
+
+
+def tower_manifest(
+    matrices: Iterable[tuple[str, np.ndarray]],
+    bits: int,
+    block_size: int,
+    source: Any = None,
+    sensitive: Collection[str] = (),
+) -> dict[str, Any]:
+    """A tower store's manifest: format, widths, each matrix's ``[N, K, bits]`` (those named in
+    ``sensitive`` at 8 bits whatever ``bits``), and the checkpoint it came from."""
+    return {
+        "format": FORMAT,
+        "bits": bits,
+        "block_size": block_size,
+        "slab_cuts": [],
+        "source": source,
+        "matrices": {name: [*m.shape, 8 if name in sensitive else bits] for name, m in matrices},
+    }
 
 
 def write_matrix_store(

@@ -19,7 +19,6 @@ from edgeagent.engine.audio.kernels import (
 )
 from edgeagent.engine.audio.presets import audio_config_dict, random_audio_tensors
 from edgeagent.engine.audio.quantized import (
-    MANIFEST_FILE,
     MAX_BOUND_ROWS,
     AudioSessions,
     quantized_audio_kernels,
@@ -27,7 +26,7 @@ from edgeagent.engine.audio.quantized import (
 from edgeagent.engine.audio.weights import AudioWeights
 from edgeagent.engine.ort_kernels import SessionFactory
 from edgeagent.engine.presets import get_preset
-from edgeagent.engine.quantize import QuantizedStore
+from edgeagent.engine.quantize import MANIFEST_FILE, QuantizedStore
 from edgeagent.errors import EngineError
 from tests.audio.conftest import read_clip
 

@@ -23,7 +23,6 @@ small matmul alone went from 1 to 12 ms per push).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +43,6 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "weights.safetensors"
-MANIFEST_FILE = "manifest.json"
 SENSITIVE = ("subsample_conv_projection.input_proj_linear", "embedding_projection")
 AUDIO_BLOCK_SIZES = (32, 64, 128, 256)
 DEFAULT_BLOCK_SIZE = 256
@@ -71,39 +68,6 @@ def check_audio_format(bits: int, block_size: int) -> None:
 def audio_store_dir(checkpoint_dir: str | Path, bits: int, block_size: int) -> Path:
     """Where the quantized audio projections of a checkpoint live."""
     return Path(checkpoint_dir) / f"edgeagent-audio-q{bits}b{block_size}"
-
-
-def _manifest(weights: AudioWeights, bits: int, block_size: int, source: Any) -> dict[str, Any]:
-    from edgeagent.engine.quantize import FORMAT  # noqa: PLC0415 - the engine's quantized backend
-
-    return {
-        "format": FORMAT,
-        "bits": bits,
-        "block_size": block_size,
-        "slab_cuts": [],
-        "source": source,
-        "matrices": {
-            name: [*m.shape, 8 if name in SENSITIVE else bits]
-            for name, m in projection_weights(weights)
-        },
-    }
-
-
-def write_audio_store(
-    weights: AudioWeights,
-    directory: Path,
-    bits: int = 4,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    source: Any = None,
-) -> Path:
-    """Quantize every audio projection into ``directory`` (replaced); return it."""
-    from edgeagent.engine.matrix_store import write_matrix_store  # noqa: PLC0415
-
-    check_audio_format(bits, block_size)
-    manifest = _manifest(weights, bits, block_size, source)
-    write_matrix_store(directory, manifest, projection_weights(weights))
-    _LOGGER.info("wrote %d-bit audio projections to %s", bits, directory)
-    return directory
 
 
 class BoundCall:
@@ -234,22 +198,18 @@ def quantized_audio_kernels(
     block_size: int = DEFAULT_BLOCK_SIZE, threads: int = 0, source: Any = None,
 ) -> AudioKernels:  # fmt: skip
     """Sessions over the audio store in ``directory``, written first when absent or stale."""
+    from edgeagent.engine.matrix_store import open_matrix_store, tower_manifest  # noqa: PLC0415
     from edgeagent.engine.ort_kernels import (  # noqa: PLC0415
         SessionFactory,
         single_threaded_blas,
     )
-    from edgeagent.engine.quantize import QuantizedStore  # noqa: PLC0415
 
-    wanted = _manifest(weights, bits, block_size, source)
-    try:
-        stored = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        stored = None
-    if stored != wanted:
-        write_audio_store(weights, directory, bits, block_size, source)
+    check_audio_format(bits, block_size)
+    manifest = tower_manifest(projection_weights(weights), bits, block_size, source, SENSITIVE)
+    store = open_matrix_store(directory, manifest, projection_weights(weights))
     if not single_threaded_blas():
         _LOGGER.debug("numpy's BLAS not found: its threads may compete with the kernels'")
-    sessions = AudioSessions(SessionFactory(QuantizedStore(directory, wanted), threads))
+    sessions = AudioSessions(SessionFactory(store, threads))
     try:
         return sessions.kernels(f"quantized q{bits}", weights)
     except KeyError as exc:  # pragma: no cover - a store missing a projection

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from edgeagent.engine.ort_kernels import GraphBuilder, SessionFactory, release_mapped_pages
-from edgeagent.engine.quantize import BITS, FORMAT
+from edgeagent.engine.quantize import BITS
 from edgeagent.engine.reference import as_f32
 from edgeagent.engine.vision.config import NORM_EPS, BlockSpec, VisionConfig
 from edgeagent.engine.vision.encoder import VisionEncoder
@@ -114,22 +114,6 @@ def vision_matrices(cfg: VisionConfig, w: VisionWeights) -> Iterator[tuple[str, 
             i += 1
     yield from _uir_matrices("msfa.ffn.", w.msfa.ffn)
     yield "embedding_projection", w.embedder.embedding_projection
-
-
-def vision_manifest(
-    cfg: VisionConfig, w: VisionWeights, bits: int, block_size: int, source: Any = None
-) -> dict[str, Any]:
-    """The store's manifest: format, widths, every matrix's ``[N, K, bits]``, the source."""
-    return {
-        "format": FORMAT,
-        "bits": bits,
-        "block_size": block_size,
-        "slab_cuts": [],
-        "source": source,
-        "matrices": {
-            key: [*m.shape, 8 if key in SENSITIVE else bits] for key, m in vision_matrices(cfg, w)
-        },
-    }
 
 
 class TowerGraph:
@@ -369,11 +353,11 @@ def quantized_vision_encoder(
     bits: int = 8, block_size: int = DEFAULT_BLOCK_SIZE, threads: int = 0, source: Any = None,
 ) -> QuantizedVisionEncoder:  # fmt: skip
     """The encoder over the store in ``directory`` (written first when absent or stale)."""
-    from edgeagent.engine.matrix_store import open_matrix_store  # noqa: PLC0415
+    from edgeagent.engine.matrix_store import open_matrix_store, tower_manifest  # noqa: PLC0415
 
     check_vision_format(bits, block_size)
     started = time.perf_counter()
-    manifest = vision_manifest(cfg, weights, bits, block_size, source)
+    manifest = tower_manifest(vision_matrices(cfg, weights), bits, block_size, source, SENSITIVE)
     store = open_matrix_store(directory, manifest, vision_matrices(cfg, weights))
     factory = SessionFactory(store, threads)
     builder = GraphBuilder(store)

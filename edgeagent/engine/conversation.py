@@ -106,9 +106,10 @@ class Conversation:
         self._turn = max((s.turn for s in self.history), default=0)
         self._reset_cache()
 
-    def _reset_cache(self) -> None:
+    def _reset_cache(self, plan: TierPlan | None = None) -> None:
+        """A fresh cache (under ``plan``, else the running tier) with the whole history unfed."""
         self._prune_images()
-        self.state = self.model.new_state(self.state.tier, self.max_context)
+        self.state = self.model.new_state(plan or self.state.tier, self.max_context)
         self._unfed = list(self.history)
         self._logits = None
 
@@ -208,11 +209,7 @@ class Conversation:
 
         Returns how many tokens were prefilled.
         """
-        plan = self.model.tier(tier) if tier is not None else self.state.tier
-        self._prune_images()
-        self.state = self.model.new_state(plan, self.max_context)
-        self._unfed = list(self.history)
-        self._logits = None
+        self._reset_cache(self.model.tier(tier) if tier is not None else None)
         _, fed = self.feed()
         return fed
 

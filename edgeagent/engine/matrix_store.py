@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
@@ -30,9 +28,11 @@ from edgeagent.engine.quantize import (
     QuantizedStore,
     column_scales,
     quantize_blockwise,
+    replacing_store,
+    store_specs,
 )
-from edgeagent.engine.reference import F32, as_f32
-from edgeagent.engine.safetensors_io import SafetensorsWriter, TensorSpec
+from edgeagent.engine.reference import as_f32
+from edgeagent.engine.safetensors_io import SafetensorsWriter
 from edgeagent.errors import EngineError
 
 _LOGGER = logging.getLogger(__name__)
@@ -68,40 +68,26 @@ def write_matrix_store(
     the weights per scale. Written to a sibling directory, then renamed.
     """
     block_size = int(manifest["block_size"])
-    specs = []
-    for name, (n, k, unit_bits) in manifest["matrices"].items():
-        nb = -(-k // block_size)
-        specs += [
-            TensorSpec(name + ".qweight", np.dtype("u1"), (n, nb, block_size * unit_bits // 8)),
-            TensorSpec(name + ".scales", np.dtype(F32), (n * nb,)),
-            TensorSpec(name + ".colscale", np.dtype(F32), (k,)),
-        ]
-    tmp = directory.parent / f".{directory.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        with SafetensorsWriter(tmp / WEIGHTS_FILE, specs, {"format": "edgeagent-matmulnbits"}) as w:
-            for name, matrix in matrices:
-                unit_bits = manifest["matrices"][name][2]
-                n, k = matrix.shape
-                step = max(1, _CHUNK_ELEMENTS // k)
-                peak = np.max(np.abs(as_f32(np.asarray(matrix))), axis=0)  # [K]
-                colscale = column_scales(peak[None, :])
-                scales = []
-                for start in range(0, n, step):
-                    block = as_f32(np.asarray(matrix[start : start + step])) / colscale
-                    packed, s = quantize_blockwise(block, unit_bits, block_size)
-                    w.write(name + ".qweight", packed)
-                    scales.append(s.reshape(-1))
-                w.write(name + ".scales", np.concatenate(scales))
-                w.write(name + ".colscale", colscale)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    specs = store_specs(manifest, manifest["matrices"])
+    meta = {"format": "edgeagent-matmulnbits"}
+    with (
+        replacing_store(directory, manifest) as tmp,
+        SafetensorsWriter(tmp / WEIGHTS_FILE, specs, meta) as w,
+    ):
+        for name, matrix in matrices:
+            unit_bits = manifest["matrices"][name][2]
+            n, k = matrix.shape
+            step = max(1, _CHUNK_ELEMENTS // k)
+            peak = np.max(np.abs(as_f32(np.asarray(matrix))), axis=0)  # [K]
+            colscale = column_scales(peak[None, :])
+            scales = []
+            for start in range(0, n, step):
+                block = as_f32(np.asarray(matrix[start : start + step])) / colscale
+                packed, s = quantize_blockwise(block, unit_bits, block_size)
+                w.write(name + ".qweight", packed)
+                scales.append(s.reshape(-1))
+            w.write(name + ".scales", np.concatenate(scales))
+            w.write(name + ".colscale", colscale)
     return directory
 
 

@@ -29,11 +29,12 @@ file, so a kernel per slab reads its own byte range.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -339,6 +340,41 @@ def open_store(ckpt: Checkpoint, bits: int, block_size: int) -> QuantizedStore |
     return QuantizedStore(path, manifest)
 
 
+def store_specs(manifest: dict[str, Any], keys: Iterable[str]) -> list[TensorSpec]:
+    """The tensors of a store's ``weights.safetensors``, matrix by matrix in ``keys`` order:
+    ``KEY.qweight`` ``[N, K/block, block·bits/8]`` uint8, ``KEY.scales`` ``[N·K/block]`` and
+    ``KEY.colscale`` ``[K]`` float32 (``manifest["matrices"][KEY]`` is ``[N, K, bits]``)."""
+    block_size = int(manifest["block_size"])
+    specs = []
+    for key in keys:
+        n, k, bits = manifest["matrices"][key]
+        nb = -(-k // block_size)
+        specs += [
+            TensorSpec(key + ".qweight", np.dtype("u1"), (n, nb, block_size * bits // 8)),
+            TensorSpec(key + ".scales", np.dtype(F32), (n * nb,)),
+            TensorSpec(key + ".colscale", np.dtype(F32), (k,)),
+        ]
+    return specs
+
+
+@contextlib.contextmanager
+def replacing_store(directory: Path, manifest: dict[str, Any]) -> Iterator[Path]:
+    """A temporary sibling of ``directory`` to write a store into; on success the manifest is
+    added and it replaces ``directory``, on failure it is removed (``directory`` untouched)."""
+    tmp = directory.parent / f".{directory.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def quantize_checkpoint(
     ckpt: Checkpoint, bits: int = 4, block_size: int = 64, progress: ProgressFn | None = None
 ) -> QuantizedStore:
@@ -351,21 +387,11 @@ def quantize_checkpoint(
     cfg = ckpt.config
     manifest = _manifest(ckpt, bits, block_size)
     plan = units(cfg, tuple(tuple(c) for c in manifest["slab_cuts"]))
-    specs: list[TensorSpec] = []
-    for unit in plan:
-        n, k, unit_bits = manifest["matrices"][unit.key]
-        nb = -(-k // block_size)
-        blob = block_size * unit_bits // 8
-        specs.append(TensorSpec(unit.key + ".qweight", np.dtype("u1"), (n, nb, blob)))
-        specs.append(TensorSpec(unit.key + ".scales", np.dtype(F32), (n * nb,)))
-        specs.append(TensorSpec(unit.key + ".colscale", np.dtype(F32), (k,)))
+    specs = store_specs(manifest, [unit.key for unit in plan])
     total = sum(n * k for n, k, _ in manifest["matrices"].values())
     final = store_dir(ckpt.path, bits, block_size)
-    tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     done = 0
-    try:
+    with replacing_store(final, manifest) as tmp:
         meta = {"format": "edgeagent-matmulnbits", "bits": str(bits), "block_size": str(block_size)}
         with SafetensorsWriter(tmp / WEIGHTS_FILE, specs, meta) as writer:
             for unit in plan:
@@ -374,13 +400,6 @@ def quantize_checkpoint(
                     done += rows
                     if progress is not None:
                         progress(done, total)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _LOGGER.info("wrote %d-bit copy (block %d) of %s to %s", bits, block_size, ckpt.path, final)
     store = open_store(ckpt, bits, block_size)
     assert store is not None

@@ -33,9 +33,19 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# ensure_build_tools: a C compiler and the Python headers, which installing edgeagent needs
+# for its one compiled module (edgeagent/engine/_glue.c); from apt when missing.
+ensure_build_tools() {
+    local include
+    include=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+    if ! command -v cc >/dev/null || [[ ! -f $include/Python.h ]]; then
+        apt_install gcc libc6-dev python3-dev
+    fi
+}
+
 # ensure_venv EXTRAS: .venv with Python >= 3.11 and edgeagent installed editable with
-# EXTRAS ("[test]", or "" for the package alone), reinstalled when the packaging files
-# change or EXTRAS asks for more than is installed.
+# EXTRAS ("[test]", or "" for the package alone), reinstalled when the packaging files or
+# the C source change, or EXTRAS asks for more than is installed.
 ensure_venv() {
     local extras=$1 python packaging stamp=.venv/.edgeagent-install-stamp
     if [[ ! -x .venv/bin/python ]]; then
@@ -47,13 +57,14 @@ ensure_venv() {
             "$python" -m venv .venv
         fi
     fi
-    packaging=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
+    packaging=$(cat pyproject.toml setup.py edgeagent/engine/*.c | sha256sum | cut -d' ' -f1)
     # the stamp: the packaging hash, then the extras installed with it
     if [[ -f $stamp && $(sed -n 1p "$stamp") == "$packaging" ]] &&
         [[ -z $extras || $(sed -n 2p "$stamp") == "$extras" ]]; then
         return 0
     fi
     log "installing edgeagent$extras into .venv"
+    ensure_build_tools
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".$extras"
     printf '%s\n%s\n' "$packaging" "$extras" >"$stamp"

@@ -23,6 +23,7 @@ real Gemma 3n weights.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -50,6 +51,8 @@ CLIP = Path(__file__).with_name("speech.wav")
 DEVICE = "demo"
 BASE = f"edgeagent/{DEVICE}"
 PRINTER_ID = f"edgeagent-demo-printer-{os.getpid()}"  # not the daemon's own client id
+PRINTER_GRACE_S = 10.0
+"""Seconds the printer may take, after the daemon sent its last message, to see it."""
 MODEL_DIR = "tiny-multimodal-v1"  # bump when the preset's layout changes
 
 
@@ -141,19 +144,24 @@ async def _demo(options: DemoOptions, out: TextIO) -> int:
         )
         started = time.monotonic()
         daemon = asyncio.create_task(supervisor.run(install_signal_handlers=False))
-        printer = asyncio.create_task(_print_messages(port, out))
         heard = _Heard()
+        printer = asyncio.create_task(_print_messages(port, out, heard))
         try:
             async with asyncio.timeout(options.timeout_s):
                 await _wait(daemon, publish.connected.is_set)
                 await _wait(daemon, service.voice_done.is_set)
                 await _wait(daemon, lambda: publish.outbox.stats.depth == 0)
-                await asyncio.sleep(0.5)  # the broker hands the last messages to the printer
+            # the broker hands the last messages to the printer: on a busy machine that can take
+            # longer than the daemon took to send them
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PRINTER_GRACE_S):
+                    await _wait(daemon, lambda: heard.complete(len(said), options.task))
+            await asyncio.sleep(0.2)  # and whatever followed the last result
         except TimeoutError:
             print(f"\ndemo: no result within {options.timeout_s:.0f}s", file=out)
         finally:
             printer.cancel()
-            heard = await printer
+            await printer
             supervisor.request_stop()
             status = await daemon
     elapsed = time.monotonic() - started
@@ -199,9 +207,9 @@ class _Heard:
         )
 
 
-async def _print_messages(port: int, out: TextIO) -> _Heard:
-    """Print every message under ``BASE`` until cancelled (retrying while the broker starts)."""
-    heard = _Heard()
+async def _print_messages(port: int, out: TextIO, heard: _Heard) -> None:
+    """Print every message under ``BASE`` into ``heard`` until cancelled (retrying while the
+    broker starts)."""
     try:
         while True:
             try:
@@ -214,7 +222,7 @@ async def _print_messages(port: int, out: TextIO) -> _Heard:
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.05)
     except asyncio.CancelledError:
-        return heard
+        return
 
 
 def _kind(topic: str, raw: bytes) -> str:

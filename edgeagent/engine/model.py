@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeagent.engine.checkpoint import Checkpoint
 from edgeagent.engine.config import TextConfig
+from edgeagent.engine.decode import DecodeScratch, decode_layer
 from edgeagent.engine.kernels import ModelKernels, reference_kernels
 from edgeagent.engine.kv_cache import KVCache, KVView, check_kv_dtype
 from edgeagent.engine.layers import (
@@ -181,9 +182,14 @@ class TextModel:
             step = Step(positions=positions, inv_freq=self._inv_freq, memory=trimmed)
             shared: dict[bool, KVView] = {}
             step.release()
-            for i in state.tier.layers():
-                streams = self.decoder_layer(i, streams, per_layer[:, i], state, step, shared)
-                step.release()
+            if len(ids) == 1:  # a decoded token: the work between kernels compiled
+                scratch = DecodeScratch.for_config(cfg)
+                for i in state.tier.layers():
+                    decode_layer(self, i, streams, per_layer[:, i], state, step, shared, scratch)
+            else:
+                for i in state.tier.layers():
+                    streams = self.decoder_layer(i, streams, per_layer[:, i], state, step, shared)
+                    step.release()
         finally:
             if memory is not None:
                 memory.end()

@@ -83,13 +83,13 @@ def sparsity_cutoff(gate: np.ndarray, sparsity: float) -> np.ndarray:
     std = np.vecdot(centered, centered)[..., None]
     std *= F32(1.0 / width)
     np.sqrt(std, out=std)
-    std *= _normal_quantile(sparsity)
+    std *= normal_quantile(sparsity)
     std += mean
     return std
 
 
 @functools.lru_cache(maxsize=8)
-def _normal_quantile(p: float) -> np.float32:
+def normal_quantile(p: float) -> np.float32:
     return F32(NormalDist().inv_cdf(p))
 
 

@@ -133,7 +133,7 @@ def _layer(ckpt: Checkpoint, i: int) -> LayerWeights:
         k_proj=t("self_attn.k_proj") if owns_kv else None,
         v_proj=t("self_attn.v_proj") if owns_kv else None,
         k_norm=k_norm,
-        qkv_norm=np.concatenate(norms).astype(np.float32),
+        qkv_norm=np.ascontiguousarray(np.concatenate(norms), dtype=np.float32),  # C order
     )
     router_norm = v("altup.router_norm")
     modality_router = small("altup.modality_router")

@@ -21,7 +21,9 @@ setup(
         Extension(
             "edgeagent.engine._glue",
             sources=["edgeagent/engine/_glue.c"],
-            extra_compile_args=["-O3", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            # -ffp-contract=fast: fused multiply-adds where the target has them (every aarch64
+            # core; ISO C mode would turn them off), none on baseline x86-64
+            extra_compile_args=["-O3", "-std=c99", "-ffp-contract=fast", "-Wall", "-Wextra"],
         )
     ],
     package_data={

@@ -1,4 +1,5 @@
-"""Packaging: one version, the extras, and profiles inside a non-editable wheel."""
+"""Packaging: one version, the extras, and profiles and the compiled module inside a
+non-editable wheel."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_wheel_carries_profiles_and_finds_them(tmp_path: Path) -> None:
         shutil.copy(REPO / name, source / name)
     for folder in ("edgeagent", "hw_profiles"):
         shutil.copytree(
-            REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__")
+            REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.so")
         )
     dist = tmp_path / "dist"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -72,6 +73,8 @@ def test_wheel_carries_profiles_and_finds_them(tmp_path: Path) -> None:
         == profiles
     )
     assert "edgeagent/cli.py" in names and "edgeagent/commands/run.py" in names
+    # the decode glue, compiled from edgeagent/engine/_glue.c by the wheel build
+    assert any(n.startswith("edgeagent/engine/_glue.") and n.endswith(".so") for n in names)
 
     site = tmp_path / "site"
     subprocess.run(
@@ -81,7 +84,7 @@ def test_wheel_carries_profiles_and_finds_them(tmp_path: Path) -> None:
         capture_output=True,
     )
     probe = (
-        "import edgeagent, edgeagent.profiles as p; "
+        "import edgeagent, edgeagent.profiles as p, edgeagent.engine._glue; "
         "print(edgeagent.__file__); print(p.profiles_dir()); print(','.join(p.list_profiles()))"
     )
     result = subprocess.run(

@@ -6,15 +6,18 @@ Two measurements on one quantized checkpoint, in this process:
 - memory by phase, bench order (load, warm-up prefill and decode, a 128-token
   prefill, 32 decoded tokens): the peak (VmHWM, reset between phases through
   ``/proc/self/clear_refs``) and the resident set after each phase;
-- the numpy work of a decode step ("glue": norms, AltUp, RoPE, attention over
-  the cache, per-layer inputs, softcap) with every ONNX Runtime call replaced
+- the work between the kernels of a decode step ("glue": norms, AltUp, RoPE,
+  attention over the cache — compiled, ``engine/_glue.c`` — and the numpy of
+  per-layer inputs, streams and softcap) with every ONNX Runtime call replaced
   by a copy of its inputs into its bound buffers, the same position decoded
   ``--steps`` times, timed in CPU time of this thread (``time.thread_time``):
   other processes on the cores slow it down far less than wall time.
 
 ``edgeagent bench --ceilings`` gives the engine overhead itself (wall time,
 kernels interleaved); this script says where its non-kernel part stands when
-that ratio is too noisy to read.
+that ratio is too noisy to read. Hot caches flatter numpy's BLAS attention and
+not the compiled one (it prefetches for caches the weights have just flushed):
+``decode_breakdown.py`` measures the glue inside real steps.
 
     .venv/bin/python benchmarks/engine_glue.py --model /tmp/edgeagent-bench/e2b \
         --json benchmarks/results/engine_glue.json

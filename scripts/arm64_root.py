@@ -7,18 +7,24 @@ Standard library only (it runs on the host's python3 before any venv exists); ro
   ``qemu-aarch64`` registered from the package's own ``/usr/lib/binfmt.d`` entry (flag F: the
   interpreter is opened at registration, so it works inside the chroot) when no systemd did it.
 - The root: ``debootstrap --arch=arm64 --variant=minbase bookworm`` with python3 and
-  python3-venv, built once into the cache (below) and reused while its recipe is unchanged.
+  python3-venv, and what building one C extension for that Python takes: gcc, libc6-dev and
+  python3.11-dev (the headers; debootstrap follows Depends only, never Recommends), built
+  once into the cache (below) and reused while its recipe is unchanged.
   The mirror is the host's own Debian mirror, read from its apt sources; debootstrap's
   default when the host has none.
 - The cache: ``$ARM64_CHECK_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/edgeagent/arm64``,
   outside the work tree on purpose: CI runs in a fresh clone on the same machine, so a cache
-  inside the clone would be cold on every run (root and venv are ~600 MB; here the root
-  takes 6-8 minutes to build under emulation, the aarch64 wheels another 4 to install).
+  inside the clone would be cold on every run (root and venv are ~1.1 GB with gcc; here the
+  root takes 3-8 minutes to build under emulation, depending on the machine's load, and the
+  aarch64 wheels and the compile of ``_glue.c`` another 2-4 to install).
   Nothing of it is in the repository. A lock file serialises concurrent runs (a
   developer's and CI's).
-- Inside: a venv at ``/opt/edgeagent`` with ``pip install '/src[test]'`` (aarch64 wheels from
-  the package index; nothing compiled here), ``/src`` a copy of the working tree (tracked and
-  untracked, not ignored, files), pip's cache kept in the root.
+- Inside: a venv at ``/opt/edgeagent`` with ``pip install '/src[test]'``: the dependencies
+  are aarch64 wheels from the package index; ``edgeagent.engine._glue`` (the one compiled
+  module, ``edgeagent/engine/_glue.c``) is compiled from source there by the root's gcc at the
+  board's baseline (no -march flags: armv8-a, what every supported board runs). ``/src`` is a
+  copy of the working tree (tracked and untracked, not ignored, files); pip's cache is kept in
+  the root.
 - The CPU: qemu emulates a Cortex-A76 (``--cpu``; the Raspberry Pi 5's and RK3588's big
   cores: ARMv8.2 with the dot-product instructions, no i8mm, no SVE) rather than qemu's
   ``max`` (SVE2, SME, i8mm: kernels no supported board runs). qemu-user 7.2 passes the
@@ -44,12 +50,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SUITE = "bookworm"
-PACKAGES = ("python3", "python3-venv", "ca-certificates")
+# python3 and its venv, and the C toolchain and headers setuptools builds edgeagent.engine._glue
+# with (python3.11-dev rather than python3-dev: the same headers without the Sphinx JavaScript)
+PACKAGES = ("python3", "python3-venv", "ca-certificates", "gcc", "libc6-dev", "python3.11-dev")
 VENV = "/opt/edgeagent"
 SRC = "/src"
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_CONF = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: the C toolchain for edgeagent.engine._glue
 """Bump when the root's recipe changes in a way its stamp cannot see."""
 
 # /proc/cpuinfo of the emulated cores, as an arm64 kernel prints it: MIDR fields, and the
@@ -371,9 +379,34 @@ class Root:
             output=output,
             timeout=3600,
         )
-        if result.returncode == 0:
-            marker.touch()
-        return result.returncode == 0
+        if result.returncode != 0:
+            return False
+        marker.touch()
+        self.place_compiled(output)
+        return True
+
+    def site_packages(self) -> Path:
+        return next((self.path / VENV.lstrip("/") / "lib").glob("python3*/site-packages"))
+
+    def compiled_modules(self) -> list[Path]:
+        """The extension modules pip built into the venv, relative to site-packages."""
+        site = self.site_packages()
+        return sorted(so.relative_to(site) for so in (site / "edgeagent").rglob("*.so"))
+
+    def place_compiled(self, output: Path) -> None:
+        """Copy the extension modules pip built into /src, beside their C sources.
+
+        The tests run in /src, which pytest (rootdir, the ``tests`` package) and ``python -m``
+        put first on sys.path, so they import edgeagent from that copy rather than the venv;
+        the host's editable install builds its modules in place, and here /src gets the very
+        ones pip compiled and installed (the working tree's own, x86-64, are ignored files and
+        never copied).
+        """
+        site = self.site_packages()
+        with output.open("a") as f:
+            for rel in self.compiled_modules():
+                shutil.copy2(site / rel, self.path / SRC.lstrip("/") / rel)
+                f.write(f"placed {VENV}/.../site-packages/{rel} in {SRC}/{rel}\n")
 
 
 def fake_cpuinfo(cpu: str) -> str:

@@ -47,20 +47,27 @@ static void release_all(Held *held) {
     held->count = 0;
 }
 
+/* How an array's elements may lie in memory. */
+enum Layout {
+    C_ORDER,  /* one contiguous block: vectors, only the element count is checked */
+    ROWS,     /* strided, the last axis contiguous: KV-cache views, per-head weights */
+    STRIDED,  /* any float32 strides: small weight matrices kept in Fortran order */
+};
+
 /* A float32 buffer of `ndim` dimensions; shape[k] < 0 accepts any size (written back). */
 static Py_buffer *take(Held *held, PyObject *obj, const char *name, int ndim, Py_ssize_t *shape,
-                       int writable, int contiguous) {
+                       int writable, enum Layout layout) {
     if (held->count >= MAX_ARGS) {
         PyErr_SetString(PyExc_RuntimeError, "_glue: too many arrays in one call");
         return NULL;
     }
     Py_buffer *view = &held->views[held->count];
-    int flags = PyBUF_FORMAT | (contiguous ? PyBUF_C_CONTIGUOUS : PyBUF_STRIDES);
+    int flags = PyBUF_FORMAT | (layout == C_ORDER ? PyBUF_C_CONTIGUOUS : PyBUF_STRIDES);
     if (writable) flags |= PyBUF_WRITABLE;
     if (PyObject_GetBuffer(obj, view, flags) < 0) {
         PyErr_Clear();
         PyErr_Format(PyExc_ValueError, "%s must be a %sfloat32 array%s", name,
-                     writable ? "writable " : "", contiguous ? " in C order" : "");
+                     writable ? "writable " : "", layout == C_ORDER ? " in C order" : "");
         return NULL;
     }
     held->count++;
@@ -69,7 +76,7 @@ static Py_buffer *take(Held *held, PyObject *obj, const char *name, int ndim, Py
                      view->format ? view->format : "?");
         return NULL;
     }
-    if (contiguous) { /* vectors: only the element count matters (any, when a size is < 0) */
+    if (layout == C_ORDER) { /* only the element count matters (any, when a size is < 0) */
         Py_ssize_t want = 1;
         for (int k = 0; k < ndim; k++) want *= shape[k];
         if (want >= 0 && view->len / 4 != want) {
@@ -96,7 +103,7 @@ static Py_buffer *take(Held *held, PyObject *obj, const char *name, int ndim, Py
             return NULL;
         }
     }
-    if (view->strides[ndim - 1] != 4) {
+    if (layout == ROWS && view->strides[ndim - 1] != 4) {
         PyErr_Format(PyExc_ValueError, "%s: its last axis must be contiguous", name);
         return NULL;
     }
@@ -104,7 +111,7 @@ static Py_buffer *take(Held *held, PyObject *obj, const char *name, int ndim, Py
 }
 
 static float *vec(Held *held, PyObject *obj, const char *name, Py_ssize_t n, int writable) {
-    Py_buffer *v = take(held, obj, name, 1, &n, writable, 1);
+    Py_buffer *v = take(held, obj, name, 1, &n, writable, C_ORDER);
     return v ? (float *)v->buf : NULL;
 }
 
@@ -117,28 +124,26 @@ typedef struct {
 static int mat(Held *held, PyObject *obj, const char *name, Py_ssize_t rows, Py_ssize_t cols,
                Mat *out) {
     Py_ssize_t shape[2] = {rows, cols};
-    if (held->count >= MAX_ARGS) {
-        PyErr_SetString(PyExc_RuntimeError, "_glue: too many arrays in one call");
-        return -1;
-    }
-    Py_buffer *view = &held->views[held->count];
-    if (PyObject_GetBuffer(obj, view, PyBUF_FORMAT | PyBUF_STRIDES) < 0) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "%s must be a float32 array", name);
-        return -1;
-    }
-    held->count++;
-    if (view->itemsize != 4 || view->format == NULL || strcmp(view->format, "f") != 0 ||
-        view->ndim != 2 || view->shape[0] != shape[0] || view->shape[1] != shape[1] ||
-        view->strides[0] % 4 || view->strides[1] % 4) {
-        PyErr_Format(PyExc_ValueError, "%s must be a float32 [%zd, %zd] matrix", name, rows,
-                     cols);
-        return -1;
-    }
+    Py_buffer *view = take(held, obj, name, 2, shape, 0, STRIDED);
+    if (!view) return -1;
     out->base = (const float *)view->buf;
     out->rs = view->strides[0] / 4;
     out->cs = view->strides[1] / 4;
     return 0;
+}
+
+/* The AltUp streams [n, 1, H], C-ordered (written in place): H, or -1 with an exception. */
+static Py_ssize_t streams_of(Held *held, PyObject *obj, Py_ssize_t *n, float **streams) {
+    Py_ssize_t dims[3] = {-1, 1, -1};
+    Py_buffer *view = take(held, obj, "streams", 3, dims, 1, ROWS);
+    if (!view) return -1;
+    if (dims[0] > MAX_STREAMS || view->strides[0] != 4 * dims[2]) {
+        PyErr_SetString(PyExc_ValueError, "streams must be C-ordered [n <= 16, 1, H]");
+        return -1;
+    }
+    *n = dims[0];
+    *streams = (float *)view->buf;
+    return dims[2];
 }
 
 static int nargs_is(Py_ssize_t nargs, Py_ssize_t want, const char *fn) {
@@ -192,16 +197,15 @@ static void modalities(const float *x, Py_ssize_t h, const Mat *router, Py_ssize
                        double eps, float *m) {
     float s = inv_rms(x, h, eps);
     float acc[MAX_STREAMS] = {0};
-    if (router->cs == 1) { /* C order: one row per stream */
-        for (Py_ssize_t c = 0; c < n; c++) acc[c] = (float)dot(x, router->base + c * router->rs, h);
-    } else if (router->rs == 1) { /* Fortran order (as weights.py keeps it): the n side by side */
+    /* the n products side by side, over the columns of the Fortran order weights.py keeps */
+    if (router->rs == 1) {
         for (Py_ssize_t j = 0; j < h; j++) {
             const float *col = router->base + j * router->cs;
             for (Py_ssize_t c = 0; c < n; c++) acc[c] += x[j] * col[c];
         }
     } else {
-        for (Py_ssize_t c = 0; c < n; c++)
-            for (Py_ssize_t j = 0; j < h; j++) acc[c] += x[j] * AT(*router, c, j);
+        for (Py_ssize_t j = 0; j < h; j++)
+            for (Py_ssize_t c = 0; c < n; c++) acc[c] += x[j] * AT(*router, c, j);
     }
     for (Py_ssize_t c = 0; c < n; c++) m[c] = tanhf(acc[c] * s);
 }
@@ -222,15 +226,14 @@ static PyObject *predict(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t active = PyLong_AsSsize_t(args[5]);
     double eps = PyFloat_AsDouble(args[6]);
     if (PyErr_Occurred()) return NULL;
-    Py_ssize_t dims[3] = {-1, 1, -1};
-    Py_buffer *sv = take(&held, args[0], "streams", 3, dims, 1, 0);
-    if (!sv) goto done;
-    Py_ssize_t n = dims[0], h = dims[2];
-    if (n > MAX_STREAMS || active < 0 || active >= n || sv->strides[0] != 4 * h) {
-        PyErr_SetString(PyExc_ValueError, "streams must be C-ordered [n <= 16, 1, H], active < n");
+    Py_ssize_t n;
+    float *streams;
+    Py_ssize_t h = streams_of(&held, args[0], &n, &streams);
+    if (h < 0) goto done;
+    if (active < 0 || active >= n) {
+        PyErr_Format(PyExc_ValueError, "active stream %zd is not one of the %zd", active, n);
         goto done;
     }
-    float *streams = (float *)sv->buf;
     Mat router, coefs;
     if (mat(&held, args[1], "router", n, h, &router) < 0) goto done;
     if (mat(&held, args[2], "prediction_coefs", n * n, n, &coefs) < 0) goto done;
@@ -288,7 +291,7 @@ static PyObject *norm_rope(PyObject *self, PyObject *const *args, Py_ssize_t nar
     if (PyErr_Occurred()) return NULL;
     Mat norm;
     Py_ssize_t dims[2] = {-1, -1};
-    Py_buffer *nv = take(&held, args[1], "norm", 2, dims, 0, 0);
+    Py_buffer *nv = take(&held, args[1], "norm", 2, dims, 0, ROWS);
     if (!nv) goto done;
     Py_ssize_t heads = dims[0], hd = dims[1];
     norm.base = (const float *)nv->buf;
@@ -325,7 +328,9 @@ done:
     return result;
 }
 
-/* Queries per pass over a KV head's entries: their sums stay in registers (4 × 8 lanes). */
+/* Queries per pass over a KV head's entries: their sums stay in registers (4 × 8 lanes).
+ * Gemma 3n's E2B and E4B group 4 query heads per KV head; other groupings take the plain
+ * loops. */
 #define QROWS 4
 
 /* scores[r, s] = Σ_d q[r, d] · K[d, s] for `rows` <= QROWS queries; K's row d at
@@ -363,18 +368,7 @@ static void scores_block(const float *q, Py_ssize_t rows, Py_ssize_t hd, const c
             STORE4(row, a3), STORE4(row + 4, b3);
         }
     }
-    for (; s0 + LANES <= s_len; s0 += LANES) { /* fewer rows: one at a time */
-        for (Py_ssize_t r = 0; r < rows; r++) {
-            float acc[LANES] = {0};
-            for (Py_ssize_t d = 0; d < hd; d++) {
-                const float *k = (const float *)(kbase + d * kstride) + s0;
-                float qd = q[r * hd + d];
-                for (int l = 0; l < LANES; l++) acc[l] += qd * k[l];
-            }
-            for (int l = 0; l < LANES; l++) scores[r * s_len + s0 + l] = acc[l];
-        }
-    }
-    for (; s0 < s_len; s0++)
+    for (; s0 < s_len; s0++) /* the last keys, or every key for fewer queries: plainly */
         for (Py_ssize_t r = 0; r < rows; r++) {
             float acc = 0.0f;
             for (Py_ssize_t d = 0; d < hd; d++)
@@ -412,18 +406,7 @@ static void mix_block(const float *p, Py_ssize_t rows, Py_ssize_t s_len, const c
             STORE4(row, a3), STORE4(row + 4, b3);
         }
     }
-    for (; d0 + LANES <= hd; d0 += LANES) { /* fewer rows: one at a time */
-        for (Py_ssize_t r = 0; r < rows; r++) {
-            float acc[LANES] = {0};
-            for (Py_ssize_t s = 0; s < s_len; s++) {
-                const float *v = (const float *)(vbase + s * vstride) + d0;
-                float ps = p[r * s_len + s];
-                for (int l = 0; l < LANES; l++) acc[l] += ps * v[l];
-            }
-            for (int l = 0; l < LANES; l++) out[r * hd + d0 + l] = acc[l];
-        }
-    }
-    for (; d0 < hd; d0++)
+    for (; d0 < hd; d0++) /* the last columns, or all of them for fewer queries: plainly */
         for (Py_ssize_t r = 0; r < rows; r++) {
             float acc = 0.0f;
             for (Py_ssize_t s = 0; s < s_len; s++)
@@ -472,13 +455,13 @@ static PyObject *attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     float *scores = NULL;
     if (nargs_is(nargs, 4, "attend") < 0) return NULL;
     Py_ssize_t kd[3] = {-1, -1, -1};
-    Py_buffer *kv = take(&held, args[1], "keys", 3, kd, 0, 0);
+    Py_buffer *kv = take(&held, args[1], "keys", 3, kd, 0, ROWS);
     if (!kv) goto done;
     Py_ssize_t n_kv = kd[0], hd = kd[1], s_len = kd[2];
     Py_ssize_t vd[3] = {n_kv, s_len, hd};
-    Py_buffer *vv = take(&held, args[2], "values", 3, vd, 0, 0);
+    Py_buffer *vv = take(&held, args[2], "values", 3, vd, 0, ROWS);
     if (!vv) goto done;
-    Py_buffer *qv = take(&held, args[0], "q", 1, (Py_ssize_t[]){-1}, 0, 1);
+    Py_buffer *qv = take(&held, args[0], "q", 1, (Py_ssize_t[]){-1}, 0, C_ORDER);
     if (!qv) goto done;
     Py_ssize_t n_heads = qv->len / 4 / hd;
     if (n_heads * hd * 4 != qv->len || n_heads % n_kv || s_len < 1) {
@@ -529,7 +512,7 @@ static PyObject *post_attention(PyObject *self, PyObject *const *args, Py_ssize_
     if (nargs_is(nargs, 10, "post_attention") < 0) return NULL;
     double eps = PyFloat_AsDouble(args[9]);
     if (PyErr_Occurred()) return NULL;
-    Py_buffer *av = take(&held, args[0], "attn", 1, (Py_ssize_t[]){-1}, 0, 1);
+    Py_buffer *av = take(&held, args[0], "attn", 1, (Py_ssize_t[]){-1}, 0, C_ORDER);
     if (!av) goto done;
     Py_ssize_t h = av->len / 4;
     const float *attn = (const float *)av->buf;
@@ -582,7 +565,7 @@ static PyObject *sparsity_cutoff(PyObject *self, PyObject *const *args, Py_ssize
     double sum = 0.0;
     for (Py_ssize_t k = 0; k < parts; k++) {
         Py_buffer *g = take(&held, PySequence_Fast_GET_ITEM(seq, k), "gate", 1,
-                            (Py_ssize_t[]){-1}, 0, 1);
+                            (Py_ssize_t[]){-1}, 0, C_ORDER);
         if (!g) goto done;
         gate[k] = (const float *)g->buf;
         width[k] = g->len / 4;
@@ -627,15 +610,14 @@ static PyObject *correct(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t active = PyLong_AsSsize_t(args[8]);
     double eps = PyFloat_AsDouble(args[9]);
     if (PyErr_Occurred()) return NULL;
-    Py_ssize_t dims[3] = {-1, 1, -1};
-    Py_buffer *sv = take(&held, args[3], "streams", 3, dims, 1, 0);
-    if (!sv) goto done;
-    Py_ssize_t n = dims[0], h = dims[2];
-    if (n > MAX_STREAMS || active < 0 || active >= n || sv->strides[0] != 4 * h) {
-        PyErr_SetString(PyExc_ValueError, "streams must be C-ordered [n <= 16, 1, H], active < n");
+    Py_ssize_t n;
+    float *streams;
+    Py_ssize_t h = streams_of(&held, args[3], &n, &streams);
+    if (h < 0) goto done;
+    if (active < 0 || active >= n) {
+        PyErr_Format(PyExc_ValueError, "active stream %zd is not one of the %zd", active, n);
         goto done;
     }
-    float *streams = (float *)sv->buf;
     seq = PySequence_Fast(args[0], "ffn_parts must be a sequence of arrays");
     if (!seq) goto done;
     Py_ssize_t parts = PySequence_Fast_GET_SIZE(seq);
@@ -703,15 +685,10 @@ static PyObject *add_update(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (nargs_is(nargs, 4, "add_update") < 0) return NULL;
     double eps = PyFloat_AsDouble(args[3]);
     if (PyErr_Occurred()) return NULL;
-    Py_ssize_t dims[3] = {-1, 1, -1};
-    Py_buffer *sv = take(&held, args[2], "streams", 3, dims, 1, 0);
-    if (!sv) goto done;
-    Py_ssize_t n = dims[0], h = dims[2];
-    if (sv->strides[0] != 4 * h) {
-        PyErr_SetString(PyExc_ValueError, "streams must be C-ordered [n, 1, H]");
-        goto done;
-    }
-    float *streams = (float *)sv->buf;
+    Py_ssize_t n;
+    float *streams;
+    Py_ssize_t h = streams_of(&held, args[2], &n, &streams);
+    if (h < 0) goto done;
     const float *projected = vec(&held, args[0], "projected", h, 0);
     const float *norm = vec(&held, args[1], "norm", h, 0);
     if (!projected || !norm) goto done;
